@@ -1,0 +1,178 @@
+"""The `bench` command: run, list, table, leaderboard.
+
+Every user-fixable problem is a BenchError, printed as one line with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+DEFAULT_OUT = "results"
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, e.g. 0,1,2 (got {text!r})") from None
+
+
+def cmd_run(args) -> int:
+    from bench import provenance
+    from bench.method import parse_methods
+    from bench.reports import table1
+    from bench.runner import Settings, run
+    from bench.store import ResultStore
+
+    methods = parse_methods(args.methods)
+    settings = Settings(
+        out=args.out,
+        cache=args.cache,
+        data_root=args.data_root,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        retrain=args.retrain,
+        provenance=provenance.collect(sys.argv),
+    )
+    summary = run(
+        args.protocol, methods, datasets=args.datasets, partitions=args.partitions, seeds=args.seeds,
+        scale=args.scale, executor=args.executor, force=args.force, settings=settings,
+    )
+    logging.getLogger("bench").info("done: %s", summary)
+    frame = ResultStore(args.out).frame()
+    frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)]
+    if args.datasets:
+        frame = frame[frame["dataset"].isin(args.datasets)]
+    print(table1(frame, methods=[m.label for m in methods], where=args.out))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from bench.data import DATASETS
+    from bench.method import METHODS
+    from bench.protocol import PROTOCOLS
+    from bench.shared import SHARED_MODELS
+
+    if args.what == "methods":
+        for name, entry in METHODS.items():
+            needs = ", ".join(entry.cls.requires) or "nothing"
+            print(f"{name:20s} {entry.summary}  [needs: {needs}]")
+    elif args.what == "protocols":
+        for name, protocol in PROTOCOLS.items():
+            print(f"{name:12s} {protocol.description}")
+            for dataset in protocol.dataset_names():
+                print(f"  {dataset:14s} partitions: {', '.join(protocol.partition_names(dataset))}")
+    elif args.what == "datasets":
+        for name, source in DATASETS.items():
+            print(f"{name:14s} {source.num_classes:4d} classes {source.image_shape}  {source.how_to_obtain}")
+    else:
+        for name, model in SHARED_MODELS.items():
+            print(f"{name:12s} {model.description}")
+    return 0
+
+
+def _frame(args):
+    from bench.store import ResultStore
+
+    frame = ResultStore(args.out).frame()
+    for column in ("protocol", "scale"):
+        wanted = getattr(args, column, None)
+        if wanted and not frame.empty:
+            frame = frame[frame[column] == wanted]
+    return frame
+
+
+def cmd_table(args) -> int:
+    from bench.reports import table1, table3
+
+    frame = _frame(args)
+    methods = _csv(args.methods) if args.methods else None
+    builders = {"1": lambda: table1(frame, args.metric, methods, args.out), "3": lambda: table3(frame, methods, args.out)}
+    if args.number not in builders:
+        raise BenchError(f"table {args.number} is not available; choose one of {', '.join(builders)}")
+    print(builders[args.number]())
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from bench.reports import leaderboard
+    from bench.store import write_text_atomic
+
+    text = leaderboard(_frame(args), args.out)
+    if args.output:
+        write_text_atomic(Path(args.output), text + "\n")
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="Benchmark OOD detection methods.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run trials and print Table 1")
+    run.add_argument("--methods", required=True, help="comma list; options in brackets, e.g. cmg_e[sigma=3],energy")
+    run.add_argument("--protocol", required=True)
+    run.add_argument("--datasets", type=_csv, help="comma list (default: all of the protocol's)")
+    run.add_argument("--partitions", type=_csv, help="comma list, e.g. 0-5,1-6 (default: all)")
+    run.add_argument("--seeds", type=_seeds, default=[0], help="comma list of integers (default: 0)")
+    run.add_argument("--scale", default="small", help="smoke | small | paper (default: small)")
+    run.add_argument("--out", default=DEFAULT_OUT, help=f"result folder (default: {DEFAULT_OUT})")
+    run.add_argument("--cache", help="model cache folder (default: $BENCH_CACHE or ~/.cache/bench/models)")
+    run.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
+    run.add_argument("--executor", default="ray", help="ray (default) or local (in-process, for debugging)")
+    run.add_argument("--cpus-per-trial", type=float, default=1.0)
+    run.add_argument("--gpus-per-trial", type=float, default=None,
+                     help="GPU fraction per job, e.g. 0.25 packs 4 per GPU (default: 1 with a GPU, else 0)")
+    run.add_argument("--force", action="store_true", help="redo trials that already have results")
+    run.add_argument("--retrain", action="store_true", help="retrain shared models even when cached")
+    run.set_defaults(handler=cmd_run)
+
+    lister = sub.add_parser("list", help="list methods, protocols, datasets or shared models")
+    lister.add_argument("what", choices=["methods", "protocols", "datasets", "models"])
+    lister.set_defaults(handler=cmd_list)
+
+    table = sub.add_parser("table", help="print a paper table from stored results")
+    table.add_argument("number", help="1 (AUROC etc. per dataset and method) or 3 (execution time)")
+    table.add_argument("--metric", default="auroc", help="for table 1: auroc, fpr95, fpr95_oodpos, aupr_in, aupr_out, accuracy")
+    table.add_argument("--methods", help="comma list: column order and filter")
+    table.add_argument("--protocol")
+    table.add_argument("--scale")
+    table.add_argument("--out", default=DEFAULT_OUT)
+    table.set_defaults(handler=cmd_table)
+
+    board = sub.add_parser("leaderboard", help="markdown leaderboard ranked by mean AUROC")
+    board.add_argument("--out", default=DEFAULT_OUT)
+    board.add_argument("--protocol")
+    board.add_argument("--scale")
+    board.add_argument("--output", help="also write the markdown to this file")
+    board.set_defaults(handler=cmd_leaderboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("bench.training").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if getattr(args, "gpus_per_trial", 0) is None:
+        import torch
+
+        args.gpus_per_trial = 1.0 if torch.cuda.is_available() else 0.0
+    try:
+        return args.handler(args)
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished trials are saved, run the same command again to resume", file=sys.stderr)
+        return 130
+
+

@@ -1,0 +1,1 @@
+"""Dataset sources: every non-underscore module here registers datasets with `bench.data`."""

@@ -1,0 +1,178 @@
+"""The method contract, the method registry and the `name[key=value,...]` syntax.
+
+A method is a dataclass whose fields are its hyperparameters (nothing is done in the
+constructor). `fit(ctx)` learns from what the runner hands over: ID training data and
+the trained shared models the method names in `requires`. `predict(x)` returns an ID
+score (higher = more in-distribution) and a closed-set label for every image.
+Learned attributes end in `_`.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+
+from bench.data import ImageSet
+from bench.errors import BenchError
+from bench.protocol import Task
+from bench.recipes import Recipe
+from bench.registry import Registry
+
+
+class Prediction(NamedTuple):
+    score: torch.Tensor  # (B,) ID score, higher = more in-distribution
+    label: torch.Tensor  # (B,) predicted known class
+
+
+@dataclass
+class FitContext:
+    """Everything a method may learn from; never holds test data."""
+
+    task: Task
+    train: ImageSet
+    models: dict[str, torch.nn.Module]
+    recipe: Recipe
+    seed: int
+    device: torch.device
+    generator: torch.Generator = field(repr=False, default=None)
+
+    def train_images(self) -> torch.Tensor:
+        """ID training images as float in [0, 1], on the device."""
+        return to_float(self.train.images.to(self.device))
+
+    def train_labels(self) -> torch.Tensor:
+        return self.train.labels.to(self.device)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float in [0, 1]: every network here sees unnormalised [0, 1] inputs."""
+    return images.float().div_(255.0)
+
+
+class Detector(ABC):
+    """Base class: subclasses are dataclasses whose fields are hyperparameters."""
+
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def fit(self, ctx: FitContext) -> "Detector":
+        return self
+
+    @abstractmethod
+    def predict(self, x: torch.Tensor) -> Prediction:
+        """Score a batch of float images in [0, 1] on the fitted device."""
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+
+class ClassifierDetector(Detector):
+    """A post-hoc score on the outputs of the shared ID classifier.
+
+    Subclasses implement `score_outputs(logits, penultimate)`; the label is the argmax.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ("classifier",)
+
+    def fit(self, ctx: FitContext) -> "ClassifierDetector":
+        self.classifier_ = ctx.models["classifier"].eval()
+        return self
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> Prediction:
+        logits, penultimate = self.classifier_.forward_features(x)
+        return Prediction(self.score_outputs(logits, penultimate), logits.argmax(1))
+
+    @abstractmethod
+    def score_outputs(self, logits: torch.Tensor, penultimate: torch.Tensor) -> torch.Tensor:
+        """ID score from the classifier's logits and penultimate features."""
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered name: a Detector class plus the keyword arguments that make this variant."""
+
+    name: str
+    cls: type
+    defaults: dict
+    summary: str
+
+    def parameters(self) -> dict[str, Any]:
+        values = {f.name: f.default for f in dataclasses.fields(self.cls) if f.init}
+        return {**values, **self.defaults}
+
+
+METHODS: Registry[MethodEntry] = Registry("method", discover="methods")
+
+
+def register_method(name: str, cls: type, summary: str = "", **defaults) -> MethodEntry:
+    """Register `cls` (a Detector dataclass) under `name`, optionally as a variant with `defaults`."""
+    if not (isinstance(cls, type) and issubclass(cls, Detector) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"method {name!r} must be a Detector dataclass")
+    doc = summary or (cls.__doc__ or "").strip().splitlines()[0]
+    return METHODS.register(name, MethodEntry(name, cls, defaults, doc))
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as asked for on the command line: a registered name plus overrides."""
+
+    name: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        if not self.overrides:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={v}' for k, v in self.overrides)}]"
+
+    def build(self) -> Detector:
+        entry = METHODS.get(self.name)
+        known = entry.parameters()
+        unknown = [key for key, _ in self.overrides if key not in known]
+        if unknown:
+            raise BenchError(
+                f"method {self.name!r} has no parameter {', '.join(unknown)}; its parameters are {', '.join(known)}"
+            )
+        return entry.cls(**{**entry.defaults, **dict(self.overrides)})
+
+    def requires(self) -> tuple[str, ...]:
+        return METHODS.get(self.name).cls.requires
+
+
+_ITEM = re.compile(r"\s*([A-Za-z0-9_]+)\s*(?:\[(.*?)\])?\s*(?:,|$)")
+
+
+def _value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_methods(text: str) -> list[MethodSpec]:
+    """Parse `a,b[x=1,y=0.5],c` into specs, checking every name and parameter exists."""
+    specs, position = [], 0
+    text = text.strip()
+    while position < len(text):
+        match = _ITEM.match(text, position)
+        if not match or match.end() == position:
+            raise BenchError(f"cannot read the method list {text!r} near {text[position:]!r}; write e.g. cmg_e[sigma=3],energy")
+        name, args = match.group(1), match.group(2)
+        overrides = []
+        for pair in filter(None, (args or "").split(",")):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise BenchError(f"method option {pair!r} needs the form key=value")
+            overrides.append((key.strip(), _value(value.strip())))
+        spec = MethodSpec(name, tuple(sorted(overrides)))
+        spec.build()  # validate name and parameters now, before anything is trained
+        specs.append(spec)
+        position = match.end()
+    if not specs:
+        raise BenchError("no methods given; see `bench list methods`")
+    return specs

@@ -1,0 +1,94 @@
+"""Tables from the result store only: the papers' Table 1 and Table 3, and a leaderboard.
+
+Spread is the sample standard deviation (ddof=1) across partitions of the per-partition
+mean over seeds; with one seed per partition that is the papers' "± over 5 partitions".
+"""
+from __future__ import annotations
+
+import pandas as pd
+from tabulate import tabulate
+
+from bench.errors import BenchError
+
+PERCENT_METRICS = ("auroc", "fpr95", "fpr95_oodpos", "aupr_in", "aupr_out", "accuracy")
+STD_NOTE = "± is the sample std (ddof=1) over partitions of the per-partition mean over seeds"
+
+
+def _require(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    if frame.empty:
+        raise BenchError(f"no results found in {where}; run `bench run ...` first, or pass --out to the folder it wrote")
+    return frame
+
+
+def _per_partition(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    return frame.groupby(["protocol", "dataset", "method", "partition"], as_index=False)[value].mean()
+
+
+def _cell(values: pd.Series, scale: float, digits: int) -> str:
+    mean = values.mean() * scale
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {values.std(ddof=1) * scale:.{digits}f}"
+
+
+def _method_order(frame: pd.DataFrame, methods: list[str] | None) -> list[str]:
+    present = list(dict.fromkeys(frame["method"]))
+    return [m for m in methods if m in present] if methods else sorted(present)
+
+
+def table1(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None = None, where: str = "") -> str:
+    """One row per dataset, one column per method: mean ± std over partitions, in percent."""
+    frame = _require(frame, where)
+    if metric not in frame:
+        raise BenchError(f"unknown metric {metric!r}; choose one of {', '.join(PERCENT_METRICS)}")
+    parts = _per_partition(frame, metric)
+    order = _method_order(parts, methods)
+    rows = []
+    for (protocol, dataset), group in parts.groupby(["protocol", "dataset"], sort=False):
+        counts = group.groupby("method")["partition"].nunique()
+        row = [f"{dataset} ({protocol})", int(counts.max())]
+        for method in order:
+            values = group.loc[group["method"] == method, metric]
+            row.append(_cell(values, 100, 1) if len(values) else "")
+        rows.append(row)
+    means = parts.groupby(["protocol", "dataset", "method"])[metric].mean().groupby("method").mean()
+    rows.append(["Average", ""] + [f"{means[m] * 100:.1f}" if m in means else "" for m in order])
+    title = f"Table 1: {metric.upper()} (%) — {STD_NOTE}."
+    if metric.startswith("fpr95"):
+        title += " fpr95 accepts 95% of ID (ID-positive); fpr95_oodpos catches 95% of OOD."
+    return title + "\n\n" + tabulate(rows, headers=["dataset", "partitions", *order], tablefmt="github")
+
+
+def table3(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "") -> str:
+    """Minutes each method spends on a whole dataset: its fit and scoring plus every shared model it needs."""
+    frame = _require(frame, where)
+    order = _method_order(frame, methods)
+    per_seed = frame.groupby(["protocol", "dataset", "method", "seed"], as_index=False)["total_s"].sum()
+    minutes = per_seed.groupby(["protocol", "dataset", "method"])["total_s"].mean() / 60
+    rows = []
+    for (protocol, dataset), group in minutes.groupby(level=[0, 1], sort=False):
+        per_method = group.droplevel([0, 1])
+        rows.append([f"{dataset} ({protocol})"] + [f"{per_method[m]:.2f}" if m in per_method else "" for m in order])
+    title = ("Table 3: execution time (min) per dataset, summed over partitions and averaged over seeds; "
+             "each method is charged for training every shared model it uses (classifier, CVAE), "
+             "even where the harness trained it once for several methods.")
+    return title + "\n\n" + tabulate(rows, headers=["dataset", *order], tablefmt="github")
+
+
+def leaderboard(frame: pd.DataFrame, where: str = "") -> str:
+    """Methods ranked by mean AUROC over every (protocol, dataset), with the other metrics beside it."""
+    frame = _require(frame, where)
+    metrics = [m for m in PERCENT_METRICS if m in frame]
+    per_dataset = frame.groupby(["protocol", "dataset", "method"])[metrics + ["total_s"]].mean()
+    board = per_dataset.groupby("method").mean().sort_values("auroc", ascending=False)
+    datasets = per_dataset.reset_index().groupby("method")["dataset"].nunique()
+    rows = [
+        [rank, method, *[f"{board.loc[method, m] * 100:.2f}" for m in metrics],
+         f"{board.loc[method, 'total_s'] / 60:.2f}", int(datasets[method])]
+        for rank, method in enumerate(board.index, start=1)
+    ]
+    headers = ["rank", "method", *[f"{m} (%)" for m in metrics], "min/partition", "datasets"]
+    intro = ("Leaderboard: mean over (protocol, dataset) of the per-dataset mean over partitions and seeds. "
+             "fpr95 is ID-positive (95% of ID accepted; lower is better); fpr95_oodpos is OpenOOD's OOD-positive "
+             "variant. Time includes every shared model a method needs.")
+    return intro + "\n\n" + tabulate(rows, headers=headers, tablefmt="github")

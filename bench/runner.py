@@ -1,0 +1,341 @@
+"""Expand (protocol x datasets x partitions x seeds x methods) into trials and run them.
+
+Shared models are jobs of their own: each distinct (kind, key) is trained exactly once,
+before the trials that need it, on Ray (fractional CPUs/GPUs per job) or in-process.
+Each trial writes its record the moment it finishes, so a killed run loses nothing done.
+Nothing here knows any method, dataset or protocol by name.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import provenance
+from bench.data import DATASETS, load_split
+from bench.errors import BenchError
+from bench.method import FitContext, MethodSpec, to_float
+from bench.metrics import accuracy, ood_metrics
+from bench.protocol import PROTOCOLS, DataRef, Task
+from bench.recipes import Recipe, recipe_for
+from bench.shared import SHARED_MODELS, TrainInputs
+from bench.store import ModelCache, ResultStore, content_key
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("ray", "local")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and how much hardware a job gets; the same for every job of a run."""
+
+    out: str
+    cache: str | None = None
+    data_root: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    retrain: bool = False
+    provenance: dict = field(default_factory=dict)
+
+    def device(self) -> torch.device:
+        if self.gpus_per_trial > 0 and torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    kind: str
+    key: str
+    task: Task
+    recipe: Recipe
+    seed: int
+    dependencies: tuple[tuple[str, str], ...]  # (kind, key) of the models this one is built from
+
+
+@dataclass(frozen=True)
+class Trial:
+    task: Task
+    seed: int
+    method: MethodSpec
+    recipe: Recipe
+    models: tuple[tuple[str, str], ...]  # (kind, key) of every shared model the method gets
+
+    @property
+    def trial_id(self) -> str:
+        return content_key({
+            "task": self.task.name,
+            "data": [ref.describe() for ref in self.task.data_refs()],
+            "seed": self.seed,
+            "method": self.method.label,
+            "recipe": self.recipe.describe(),
+        })
+
+    @property
+    def name(self) -> str:
+        return f"{self.task.name}/seed{self.seed}/{self.method.label}"
+
+
+def task_recipe(task: Task, scale: str) -> Recipe:
+    source = DATASETS.get(task.dataset)
+    return recipe_for(scale, source.image_shape, augment=source.train_augment)
+
+
+def plan(tasks: list[Task], methods: list[MethodSpec], seeds: list[int], scale: str) -> tuple[list[Trial], dict]:
+    """Trials plus the shared-model jobs they need, keyed by (kind, key), in dependency order."""
+    jobs: dict[tuple[str, str], ModelJob] = {}
+
+    def job_for(kind: str, task: Task, recipe: Recipe, seed: int) -> tuple[str, str]:
+        spec = SHARED_MODELS.get(kind)
+        deps = tuple(job_for(dep, task, recipe, seed) for dep in spec.requires)
+        key = spec.key(task, recipe, seed, dict(deps))
+        jobs.setdefault((kind, key), ModelJob(kind, key, task, recipe, seed, deps))
+        return kind, key
+
+    trials = []
+    for task in tasks:
+        recipe = task_recipe(task, scale)
+        for seed in seeds:
+            for method in methods:
+                models = tuple(job_for(kind, task, recipe, seed) for kind in method.requires())
+                trials.append(Trial(task, seed, method, recipe, models))
+    return trials, jobs
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
+def load_ref(ref: DataRef, settings: Settings, limit: int | None, seed: int):
+    return load_split(ref.dataset, ref.split, settings.data_root).select(ref.classes).subset(limit, seed)
+
+
+def build_cached(kind: str, key: str, task: Task, recipe: Recipe, settings: Settings) -> torch.nn.Module:
+    spec = SHARED_MODELS.get(kind)
+    module = ModelCache(settings.cache).load_module(kind, key, lambda: spec.build(task, recipe))
+    return module.to(settings.device()).eval()
+
+
+def train_shared_model(job: ModelJob, settings: Settings, *_dependencies) -> dict:
+    """Train and cache one shared model unless the cache has it; return its metadata.
+
+    `_dependencies` are only there so that Ray starts this job after the ones it needs.
+    """
+    cache = ModelCache(settings.cache)
+    if cache.has(job.kind, job.key) and not settings.retrain:
+        return cache.meta(job.kind, job.key)
+    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    device = settings.device()
+    generator = seed_everything(job.seed)
+    spec = SHARED_MODELS.get(job.kind)
+    train = load_ref(job.task.id_train, settings, job.recipe.train_limit, job.seed)
+    dependencies = {kind: build_cached(kind, key, job.task, job.recipe, settings) for kind, key in job.dependencies}
+    log.info("training %s for %s (seed %d, %d images) on %s", job.kind, job.task.name, job.seed, len(train), device)
+    start = time.perf_counter()
+    model = spec.build(job.task, job.recipe).to(device)
+    model = spec.train(model, TrainInputs(job.task, train, job.recipe, device, generator, dependencies))
+    seconds = time.perf_counter() - start
+    meta = {
+        "kind": job.kind, "key": job.key, "task": job.task.name, "seed": job.seed,
+        "recipe": job.recipe.describe(), "train_seconds": seconds, "device": str(device),
+        "dependencies": dict(job.dependencies), "train_images": len(train),
+        "provenance": settings.provenance,
+    }
+    cache.save(job.kind, job.key, {k: v.cpu() for k, v in model.state_dict().items()}, meta)
+    log.info("trained %s for %s in %.1fs", job.kind, job.task.name, seconds)
+    return meta
+
+
+def _shared_seconds(pairs, cache: ModelCache) -> dict[str, dict]:
+    """Training time of every shared model a trial used, dependencies included."""
+    charged: dict[str, dict] = {}
+    pending = list(pairs)
+    while pending:
+        kind, key = pending.pop()
+        meta = cache.meta(kind, key)
+        charged[kind] = {"key": key, "train_seconds": meta["train_seconds"]}
+        pending.extend(meta.get("dependencies", {}).items())
+    return charged
+
+
+@torch.no_grad()
+def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size: int = 1000):
+    scores, labels = [], []
+    for chunk in images.split(batch_size):
+        prediction = method.predict(to_float(chunk.to(device)))
+        scores.append(prediction.score.float().cpu())
+        labels.append(prediction.label.cpu())
+    return torch.cat(scores).numpy(), torch.cat(labels).numpy()
+
+
+def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
+    """Fit one method on one task and seed, score the test sets, write the record."""
+    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    device = settings.device()
+    generator = seed_everything(trial.seed)
+    task, recipe = trial.task, trial.recipe
+    train = load_ref(task.id_train, settings, recipe.train_limit, trial.seed)
+    models = {kind: build_cached(kind, key, task, recipe, settings) for kind, key in trial.models}
+    method = trial.method.build()
+
+    start = time.perf_counter()
+    method.fit(FitContext(task, train, models, recipe, trial.seed, device, generator))
+    fit_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    id_test = load_ref(task.id_test, settings, recipe.test_limit, trial.seed)
+    id_scores, predicted = _predict_all(method, id_test.images, device)
+    ood_scores = {
+        name: _predict_all(method, load_ref(ref, settings, recipe.test_limit, trial.seed).images, device)[0]
+        for name, ref in task.ood_tests.items()
+    }
+    score_seconds = time.perf_counter() - start
+
+    per_set = {name: {**ood_metrics(id_scores, scores), "n_ood": len(scores)} for name, scores in ood_scores.items()}
+    metric_names = [key for key in next(iter(per_set.values())) if key != "n_ood"]
+    summary = {name: float(np.mean([m[name] for m in per_set.values()])) for name in metric_names}
+    summary["accuracy"] = accuracy(predicted, id_test.labels.numpy())
+    shared = _shared_seconds(trial.models, ModelCache(settings.cache))
+    shared_seconds = sum(item["train_seconds"] for item in shared.values())
+    record = {
+        "trial_id": trial.trial_id,
+        "protocol": task.protocol,
+        "dataset": task.dataset,
+        "partition": task.partition,
+        "seed": trial.seed,
+        "method": trial.method.label,
+        "method_name": trial.method.name,
+        "method_params": method.params(),
+        "scale": recipe.scale,
+        "recipe": recipe.describe(),
+        "data": {"id_train": len(train), "id_test": len(id_test), **{k: len(v) for k, v in ood_scores.items()}},
+        "metrics": summary,
+        "ood_sets": per_set,
+        "timing": {
+            "summary": {
+                "fit_s": fit_seconds,
+                "score_s": score_seconds,
+                "shared_s": shared_seconds,
+                "total_s": fit_seconds + score_seconds + shared_seconds,
+            },
+            "shared_models": shared,
+        },
+        "device": str(device),
+        "provenance": {**settings.provenance, "finished": provenance.now()},
+    }
+    ResultStore(settings.out).write(record)
+    return {"name": trial.name, "auroc": summary["auroc"], "seconds": fit_seconds + score_seconds}
+
+
+def check_data(tasks: list[Task], settings: Settings) -> None:
+    """Fail before any training when a dataset is missing, naming every missing one."""
+    problems = []
+    for dataset, split in sorted({(ref.dataset, ref.split) for task in tasks for ref in task.data_refs()}):
+        try:
+            load_split(dataset, split, settings.data_root)
+        except BenchError as err:
+            problems.append(str(err))
+    if problems:
+        raise BenchError(" | ".join(dict.fromkeys(problems)))
+
+
+class LocalExecutor:
+    """Runs jobs one after another in this process: for debugging and for tests."""
+
+    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, report) -> None:
+        for job in jobs:
+            train_shared_model(job, settings)
+        for trial in trials:
+            report(run_trial(trial, settings))
+
+
+class RayExecutor:
+    """Runs jobs as Ray tasks; a trial waits on the shared models it needs, passed as arguments."""
+
+    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, report) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            project_root = str(Path(__file__).resolve().parent.parent)
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, os.environ.get("PYTHONPATH")]))
+            ray.init(
+                num_gpus=torch.cuda.device_count(),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
+        resources = {"num_cpus": settings.cpus_per_trial, "num_gpus": settings.gpus_per_trial}
+        train_remote = ray.remote(train_shared_model).options(**resources)
+        trial_remote = ray.remote(run_trial).options(**resources)
+        model_refs = {}
+        for job in jobs:  # dependency order: a job's dependencies were planned before it
+            deps = [model_refs[pair] for pair in job.dependencies if pair in model_refs]
+            model_refs[job.kind, job.key] = train_remote.remote(job, settings, *deps)
+        pending = [
+            trial_remote.remote(t, settings, *[model_refs[pair] for pair in t.models if pair in model_refs])
+            for t in trials
+        ]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                report(_unwrap(ray, done[0]))
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+
+def _unwrap(ray, ref):
+    """A BenchError raised in a worker reaches the user as itself, not as a Ray traceback."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        cause = err.as_instanceof_cause()
+        if isinstance(cause, BenchError) or isinstance(getattr(err, "cause", None), BenchError):
+            raise BenchError(str(getattr(err, "cause", cause))) from None
+        raise
+
+
+def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=None, seeds=(0,), scale="small",
+        executor="ray", force=False, settings: Settings) -> dict:
+    """Run every pending trial; return counts. Raises BenchError for anything the user can fix."""
+    if executor not in EXECUTORS:
+        raise BenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
+    store = ResultStore(settings.out)
+    store.ensure_writable()
+    trials, jobs = plan(tasks, methods, list(seeds), scale)
+    pending = [t for t in trials if force or not store.has(t.trial_id)]
+    skipped = len(trials) - len(pending)
+    if skipped:
+        log.info("%d of %d trials already have results in %s (use --force to redo them)", skipped, len(trials), store.trials)
+    if not pending:
+        return {"trials": len(trials), "ran": 0, "skipped": skipped}
+    check_data([t.task for t in pending], settings)
+    cache = ModelCache(settings.cache)
+    needed = {pair for t in pending for pair in t.models}
+    closure = set()
+    stack = list(needed)
+    while stack:
+        pair = stack.pop()
+        if pair not in closure:
+            closure.add(pair)
+            stack.extend(jobs[pair].dependencies)
+    todo = [job for pair, job in jobs.items() if pair in closure and (settings.retrain or not cache.has(*pair))]
+    log.info("%d trials to run, %d shared models to train, executor %s", len(pending), len(todo), executor)
+    done = 0
+
+    def report(result: dict) -> None:
+        nonlocal done
+        done += 1
+        log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), result["name"], result["auroc"], result["seconds"])
+
+    (RayExecutor() if executor == "ray" else LocalExecutor()).run(todo, pending, settings, report)
+    return {"trials": len(trials), "ran": len(pending), "skipped": skipped, "trained": len(todo)}

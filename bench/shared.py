@@ -1,0 +1,72 @@
+"""Shared models: networks that several methods need, trained once and cached.
+
+A module in `bench/shared_models/` registers a `SharedModel`: how to build the untrained
+network for a task and how to train it. Methods name the kinds they need in `requires`;
+the runner trains each (kind, task data, recipe, seed) once and hands the result over.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+
+from bench.data import ImageSet
+from bench.protocol import Task
+from bench.recipes import Recipe
+from bench.registry import Registry
+from bench.store import content_key
+
+
+@dataclass
+class TrainInputs:
+    """What a shared model is trained from: ID training data only."""
+
+    task: Task
+    train: ImageSet
+    recipe: Recipe
+    device: torch.device
+    generator: torch.Generator
+    dependencies: dict[str, torch.nn.Module]
+
+
+@dataclass(frozen=True)
+class SharedModel:
+    kind: str
+    description: str
+    build: Callable[[Task, Recipe], torch.nn.Module]
+    train: Callable[[torch.nn.Module, TrainInputs], torch.nn.Module]
+    recipe_part: Callable[[Recipe], Any]
+    code: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+
+    def code_version(self) -> str:
+        """Hash of the source that defines this model, so edited code never reuses old weights."""
+        modules = {inspect.getmodule(self.train).__name__, *self.code}
+        digest = hashlib.sha256()
+        for name in sorted(modules):
+            digest.update(inspect.getsource(importlib.import_module(name)).encode())
+        return digest.hexdigest()[:16]
+
+    def key(self, task: Task, recipe: Recipe, seed: int, dependency_keys: dict[str, str]) -> str:
+        part = self.recipe_part(recipe)
+        return content_key({
+            "kind": self.kind,
+            "data": task.id_train.describe(),
+            "num_classes": task.num_classes,
+            "train_limit": recipe.train_limit,
+            "recipe": asdict(part) if hasattr(part, "__dataclass_fields__") else part,
+            "seed": seed,
+            "code": self.code_version(),
+            "dependencies": dependency_keys,
+        })
+
+
+SHARED_MODELS: Registry[SharedModel] = Registry("shared model", discover="bench.shared_models")
+
+
+def register_shared_model(model: SharedModel) -> SharedModel:
+    return SHARED_MODELS.register(model.kind, model)

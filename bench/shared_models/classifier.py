@@ -1,0 +1,50 @@
+"""The ID classifier: backbone + 2-layer MLP head trained with cross-entropy on ID data.
+
+Every post-hoc method scores it, and CMG fine-tunes its head, so it is trained once per
+(task data, recipe, seed) and shared.
+"""
+import torch.nn.functional as F
+
+from bench.augment import random_crop_flip
+from bench.data import DATASETS
+from bench.method import to_float
+from bench.nets import Classifier, build_backbone
+from bench.shared import SharedModel, TrainInputs, register_shared_model
+from bench.training import train_epochs
+
+
+def build(task, recipe):
+    channels, size, _ = DATASETS.get(task.dataset).image_shape
+    backbone = build_backbone(recipe.classifier.arch, channels, size, recipe.classifier.width)
+    return Classifier(backbone, task.num_classes)
+
+
+def train(model, inputs: TrainInputs):
+    stage = inputs.recipe.classifier
+
+    def transform(batch):
+        images = to_float(batch)
+        return random_crop_flip(images, padding=4, generator=None) if stage.augment else images
+
+    return train_epochs(
+        model,
+        inputs.train.images.to(inputs.device),
+        inputs.train.labels.to(inputs.device),
+        lambda net, x, y: F.cross_entropy(net(x), y),
+        epochs=stage.epochs,
+        batch_size=stage.batch_size,
+        lr=stage.lr,
+        generator=inputs.generator,
+        transform=transform,
+        name=f"classifier[{inputs.task.name}]",
+    )
+
+
+register_shared_model(SharedModel(
+    kind="classifier",
+    description="ID classifier (backbone + MLP head), cross-entropy on ID training data",
+    build=build,
+    train=train,
+    recipe_part=lambda recipe: recipe.classifier,
+    code=("bench.nets", "bench.augment", "bench.training", "bench.method"),
+))

@@ -1,0 +1,37 @@
+"""The class-conditional VAE that CMG decodes pseudo-OOD images from, trained on ID data."""
+from bench.data import DATASETS
+from bench.cvae import CVAE
+from bench.method import to_float
+from bench.shared import SharedModel, TrainInputs, register_shared_model
+from bench.training import train_epochs
+
+
+def build(task, recipe):
+    channels, size, _ = DATASETS.get(task.dataset).image_shape
+    return CVAE(channels, size, task.num_classes, arch=recipe.cvae.arch, width=recipe.cvae.width)
+
+
+def train(model, inputs: TrainInputs):
+    stage = inputs.recipe.cvae
+    return train_epochs(
+        model,
+        inputs.train.images.to(inputs.device),
+        inputs.train.labels.to(inputs.device),
+        lambda net, x, y: net.loss(x, y),
+        epochs=stage.epochs,
+        batch_size=stage.batch_size,
+        lr=stage.lr,
+        generator=inputs.generator,
+        transform=to_float,
+        name=f"cvae[{inputs.task.name}]",
+    )
+
+
+register_shared_model(SharedModel(
+    kind="cvae",
+    description="conditional VAE (class embedding, z dim 32), MSE + KL/(CHW) on ID training data",
+    build=build,
+    train=train,
+    recipe_part=lambda recipe: recipe.cvae,
+    code=("bench.cvae", "bench.training", "bench.method"),
+))

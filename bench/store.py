@@ -1,0 +1,161 @@
+"""On-disk state: the content-addressed model cache and the per-trial result store.
+
+Both write atomically (a temporary name, then `os.replace`), so a run killed at any
+moment leaves either the old state or the new one, never half a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.errors import BenchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path("~/.cache/bench/models")
+
+
+def content_key(parts: dict) -> str:
+    """A stable hash of everything that went into an artefact."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def ensure_writable(folder: Path, what: str) -> Path:
+    """Create `folder` and prove a file can be written there, or say which folder to fix."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise BenchError(f"cannot write the {what} to {folder} ({err.strerror}); choose a writable folder") from None
+    return folder
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True, default=str))
+
+
+class ModelCache:
+    """Trained shared models, one folder per (kind, key) holding `model.pt` and `meta.json`."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root or os.environ.get("BENCH_CACHE") or DEFAULT_CACHE).expanduser()
+
+    def folder(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def has(self, kind: str, key: str) -> bool:
+        return (self.folder(kind, key) / "meta.json").is_file()
+
+    def save(self, kind: str, key: str, state: dict, meta: dict) -> None:
+        import torch
+
+        final = self.folder(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
+        torch.save(state, staging / "model.pt")
+        write_json_atomic(staging / "meta.json", meta)
+        if final.exists():  # a stale or corrupt entry that is being replaced on purpose
+            shutil.rmtree(final)
+        os.replace(staging, final)
+
+    def meta(self, kind: str, key: str) -> dict:
+        path = self.folder(kind, key) / "meta.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise self._corrupt(kind, key, err) from None
+
+    def load_state(self, kind: str, key: str) -> dict:
+        import torch
+
+        try:
+            return torch.load(self.folder(kind, key) / "model.pt", map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a damaged file
+            raise self._corrupt(kind, key, err) from None
+
+    def load_module(self, kind: str, key: str, build: Callable[[], Any]):
+        """Build an empty module with `build` and fill it with the cached weights."""
+        module = build()
+        try:
+            module.load_state_dict(self.load_state(kind, key))
+        except RuntimeError as err:  # shapes or names that do not fit the architecture
+            raise self._corrupt(kind, key, err) from None
+        return module
+
+    def _corrupt(self, kind: str, key: str, err: Exception) -> BenchError:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return BenchError(
+            f"cache entry {self.folder(kind, key)} is corrupt ({reason[:120]}); "
+            f"delete that folder and run again, or pass --retrain"
+        )
+
+
+class ResultStore:
+    """One JSON record per finished trial under `<out>/trials/`."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.out = Path(out).expanduser()
+        self.trials = self.out / "trials"
+
+    def ensure_writable(self) -> None:
+        ensure_writable(self.trials, "results")
+
+    def path(self, trial_id: str) -> Path:
+        return self.trials / f"{trial_id}.json"
+
+    def has(self, trial_id: str) -> bool:
+        return self.path(trial_id).is_file()
+
+    def write(self, record: dict) -> Path:
+        path = self.path(record["trial_id"])
+        write_json_atomic(path, record)
+        return path
+
+    def records(self) -> list[dict]:
+        records = []
+        for path in sorted(self.trials.glob("*.json")):
+            try:
+                records.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as err:
+                raise BenchError(f"result file {path} is unreadable ({err}); delete it and re-run that trial") from None
+        return records
+
+    def frame(self, per_ood_set: bool = False):
+        """The store as a pandas DataFrame: one row per trial, or per (trial, OOD set)."""
+        import pandas as pd
+
+        rows = []
+        for record in self.records():
+            base = {key: record[key] for key in ("trial_id", "protocol", "dataset", "partition", "seed", "method", "scale")}
+            base.update(record["timing"]["summary"])
+            if per_ood_set:
+                for ood_set, metrics in record["ood_sets"].items():
+                    rows.append({**base, "ood_set": ood_set, **metrics, "accuracy": record["metrics"]["accuracy"]})
+            else:
+                rows.append({**base, **record["metrics"]})
+        return pd.DataFrame(rows)
+

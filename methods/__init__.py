@@ -1,0 +1,1 @@
+"""OOD detection methods, one module each; every module registers itself with `register_method`."""
