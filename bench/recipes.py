@@ -50,14 +50,14 @@ def _recipe(scale, classifier, cvae, finetune_epochs=10, train_limit=None, test_
 # Keyed by (image family, scale). Stage 2 always uses Adam 1e-4 with 128 ID + 128 pseudo-OOD
 # per batch (SPEC.md section 3); the paper's 10 fine-tuning epochs are cheap on frozen features.
 RECIPES = {
-    ("gray28", "smoke"): _recipe("smoke", StageOne("cnn4", 16, 1, 128, 1e-3), StageOne("conv", 16, 1, 128, 1e-3),
-                                 finetune_epochs=1, train_limit=1200, test_limit=600),
-    ("gray28", "small"): _recipe("small", StageOne("cnn4", None, 3, 128, 1e-3), StageOne("conv", None, 3, 128, 1e-3)),
+    ("gray28", "smoke"): _recipe("smoke", StageOne("cnn4", 8, 4, 64, 2e-3), StageOne("conv", 8, 2, 64, 1e-3),
+                                 finetune_epochs=1, train_limit=2000, test_limit=600),
+    ("gray28", "small"): _recipe("small", StageOne("cnn4", 16, 3, 128, 1e-3), StageOne("conv", 16, 3, 128, 1e-3)),
     # The released code trains the MNIST classifier and CVAE for 100 epochs.
     ("gray28", "paper"): _recipe("paper", StageOne("cnn9", None, 100, 512, 1e-3), StageOne("conv", None, 100, 512, 1e-3)),
-    ("colour", "smoke"): _recipe("smoke", StageOne("cnn4", 16, 1, 128, 1e-3), StageOne("conv", 16, 1, 128, 1e-3),
-                                 finetune_epochs=1, train_limit=1200, test_limit=600),
-    ("colour", "small"): _recipe("small", StageOne("cnn4", None, 10, 128, 1e-3), StageOne("conv", None, 10, 128, 1e-3)),
+    ("colour", "smoke"): _recipe("smoke", StageOne("cnn4", 8, 4, 64, 2e-3), StageOne("conv", 8, 2, 64, 1e-3),
+                                 finetune_epochs=1, train_limit=2000, test_limit=600),
+    ("colour", "small"): _recipe("small", StageOne("cnn4", 32, 10, 128, 1e-3), StageOne("conv", 32, 10, 128, 1e-3)),
     ("colour", "paper"): _recipe("paper", StageOne("resnet18", None, 200, 512, 1e-3),
                                  StageOne("resnet", None, 200, 512, 1e-3)),
 }

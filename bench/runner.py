@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +38,13 @@ class Settings:
     out: str
     cache: str | None = None
     data_root: str | None = None
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: float | None = None  # None: 1 per Ray job, every core in-process
     gpus_per_trial: float = 0.0
     retrain: bool = False
     provenance: dict = field(default_factory=dict)
+
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_trial or os.cpu_count() or 1))
 
     def device(self) -> torch.device:
         if self.gpus_per_trial > 0 and torch.cuda.is_available():
@@ -132,7 +135,7 @@ def train_shared_model(job: ModelJob, settings: Settings, *_dependencies) -> dic
     cache = ModelCache(settings.cache)
     if cache.has(job.kind, job.key) and not settings.retrain:
         return cache.meta(job.kind, job.key)
-    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    torch.set_num_threads(settings.threads())
     device = settings.device()
     generator = seed_everything(job.seed)
     spec = SHARED_MODELS.get(job.kind)
@@ -178,7 +181,7 @@ def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size:
 
 def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
     """Fit one method on one task and seed, score the test sets, write the record."""
-    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    torch.set_num_threads(settings.threads())
     device = settings.device()
     generator = seed_everything(trial.seed)
     task, recipe = trial.task, trial.recipe
@@ -308,6 +311,8 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
     """Run every pending trial; return counts. Raises BenchError for anything the user can fix."""
     if executor not in EXECUTORS:
         raise BenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if settings.cpus_per_trial is None:
+        settings = replace(settings, cpus_per_trial=1.0 if executor == "ray" else float(os.cpu_count() or 1))
     tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
     store = ResultStore(settings.out)
     store.ensure_writable()

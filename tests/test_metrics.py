@@ -122,7 +122,10 @@ def test_agrees_with_sklearn(n_id, n_ood, decimals, seed):
     ood_scores = rng.normal(0.0, 1.0, n_ood)
     if decimals is not None:
         id_scores, ood_scores = id_scores.round(decimals), ood_scores.round(decimals)
+    id_before, ood_before = id_scores.copy(), ood_scores.copy()
     got = ood_metrics(id_scores, ood_scores)
+    np.testing.assert_array_equal(id_scores, id_before)  # inputs are not sorted in place
+    np.testing.assert_array_equal(ood_scores, ood_before)
     expected = sklearn_metrics(id_scores, ood_scores)
     for key in KEYS:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-9, err_msg=key)

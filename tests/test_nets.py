@@ -74,9 +74,11 @@ def test_cvae_rejects_bad_config():
 
 
 def test_cvae_overfits_one_batch():
+    """Images determined by their class, so the decoder can fit them from the embedding."""
     torch.manual_seed(0)
-    model = CVAE(1, 28, num_classes=3, width=16)
-    x, labels = torch.rand(16, 1, 28, 28), torch.randint(0, 3, (16,))
+    model = CVAE(1, 28, num_classes=3, width=8)
+    labels = torch.arange(8) % 3
+    x = torch.nn.functional.interpolate(torch.rand(3, 1, 7, 7), size=28)[labels]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(30):
@@ -86,7 +88,7 @@ def test_cvae_overfits_one_batch():
         opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
 
 
 def test_crop_flip_shape_and_determinism():

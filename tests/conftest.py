@@ -1,0 +1,53 @@
+"""Shared fixtures: smoke-scale runs on a real Fashion-MNIST subset, with a cache per test session."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.method import FitContext
+from bench.protocol import PROTOCOLS
+from bench.runner import Settings, plan, train_shared_model, build_cached, load_ref, seed_everything
+from bench.method import MethodSpec
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Tests never try the network and never touch the user's cache."""
+    monkeypatch.setenv("BENCH_DOWNLOAD", "0")
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("model-cache"))
+
+
+@pytest.fixture(scope="session")
+def smoke_task():
+    return PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5"])[0]
+
+
+@pytest.fixture(scope="session")
+def smoke_context(smoke_task, smoke_cache, tmp_path_factory):
+    """A FitContext for partition 0-5 at smoke scale, with trained (cached) classifier and CVAE."""
+    settings = Settings(out=str(tmp_path_factory.mktemp("out")), cache=smoke_cache)
+
+    def make(kinds=("classifier", "cvae"), seed=0):
+        trials, jobs = plan([smoke_task], [MethodSpec("cmg_e")], [seed], "smoke")
+        for job in jobs.values():
+            train_shared_model(job, settings)
+        recipe = trials[0].recipe
+        models = {kind: build_cached(kind, key, smoke_task, recipe, settings) for kind, key in trials[0].models
+                  if kind in kinds}
+        train = load_ref(smoke_task.id_train, settings, recipe.train_limit, seed)
+        return FitContext(smoke_task, train, models, recipe, seed, torch.device("cpu"), seed_everything(seed))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smoke_test_images(smoke_task):
+    """ID and OOD test images (float in [0, 1]) for partition 0-5."""
+    settings = Settings(out="unused")
+    id_test = load_ref(smoke_task.id_test, settings, 300, 0)
+    ood_test = load_ref(smoke_task.ood_tests["unknown_classes"], settings, 300, 0)
+    return id_test.images.float() / 255, id_test.labels, ood_test.images.float() / 255
