@@ -278,20 +278,25 @@ class RayExecutor:
         resources = {"num_cpus": settings.cpus_per_trial, "num_gpus": settings.gpus_per_trial}
         train_remote = ray.remote(train_shared_model).options(**resources)
         trial_remote = ray.remote(run_trial).options(**resources)
-        model_refs = {}
+        model_refs, watching = {}, {}
         for job in jobs:  # dependency order: a job's dependencies were planned before it
             deps = [model_refs[pair] for pair in job.dependencies if pair in model_refs]
-            model_refs[job.kind, job.key] = train_remote.remote(job, settings, *deps)
-        pending = [
-            trial_remote.remote(t, settings, *[model_refs[pair] for pair in t.models if pair in model_refs])
-            for t in trials
-        ]
+            model_refs[job.kind, job.key] = ref = train_remote.remote(job, settings, *deps)
+            watching[ref] = "model"
+        for trial in trials:
+            deps = [model_refs[pair] for pair in trial.models if pair in model_refs]
+            watching[trial_remote.remote(trial, settings, *deps)] = "trial"
         try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                report(_unwrap(ray, done[0]))
+            while watching:
+                (ref,), _ = ray.wait(list(watching), num_returns=1)
+                kind = watching.pop(ref)
+                result = _unwrap(ray, ref)
+                if kind == "trial":
+                    report(result)
+                else:
+                    log.info("trained %s for %s in %.1fs", result["kind"], result["task"], result["train_seconds"])
         finally:
-            for ref in pending:
+            for ref in watching:
                 ray.cancel(ref, force=True)
 
 

@@ -5,16 +5,12 @@ runs of each side, checks the five metrics agree, and prints a markdown table.
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-# Run as a script from a checkout, `bench` need not be installed.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.metrics import ood_metrics  # noqa: E402
+from bench.metrics import ood_metrics
 
 REPEATS = 3
 N_ID = N_OOD = 500_000

@@ -1,0 +1,128 @@
+"""The command line: listing, reports, and a one-line error with exit status 2 for every bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+SMOKE = ["--protocol", "setting1", "--datasets", "fashion_mnist", "--partitions", "0-5", "--scale", "smoke",
+         "--executor", "local"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A smoke run of softmax and cmg_e, written to a result folder the report tests read."""
+    root = tmp_path_factory.mktemp("cli")
+    out, cache = root / "out", root / "cache"
+    os.environ["BENCH_DOWNLOAD"] = "0"
+    assert main(["run", "--methods", "softmax,cmg_e", *SMOKE, "--out", str(out), "--cache", str(cache)]) == 0
+    return out, cache
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_run_prints_table1(finished_run, capsys):
+    out, cache = finished_run
+    assert main(["run", "--methods", "softmax,cmg_e", *SMOKE, "--out", str(out), "--cache", str(cache)]) == 0
+    printed = capsys.readouterr().out
+    assert "Table 1: AUROC" in printed and "| fashion_mnist (setting1)" in printed
+    assert printed.index("softmax") < printed.index("cmg_e")
+
+
+def test_table_and_leaderboard_read_the_store(finished_run, capsys, tmp_path):
+    out, _ = finished_run
+    assert main(["table", "1", "--out", str(out), "--metric", "fpr95"]) == 0
+    assert "Table 1: FPR95" in capsys.readouterr().out
+    assert main(["table", "3", "--out", str(out)]) == 0
+    assert "execution time" in capsys.readouterr().out
+    board = tmp_path / "board.md"
+    assert main(["leaderboard", "--out", str(out), "--output", str(board)]) == 0
+    text = board.read_text()
+    assert "| rank" in text and "cmg_e" in text and "softmax" in text
+
+
+def test_list_commands(capsys):
+    assert main(["list", "methods"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("softmax", "energy", "cmg_s", "cmg_e", "cmg_e_direct", "cmg_e_unfrozen", "cmg_e_no_pseudo"):
+        assert f"\n{name} " in f"\n{listed}"
+    assert main(["list", "protocols"]) == 0
+    assert "setting1" in capsys.readouterr().out
+    assert main(["list", "datasets"]) == 0
+    assert "fashion_mnist" in capsys.readouterr().out
+
+
+def test_moodcat_is_reported_as_not_implemented(capsys):
+    line = _error(capsys, ["run", "--methods", "cmg_e,moodcat", "--protocol", "setting1"])
+    assert "'moodcat' is not implemented" in line and "cmg_e" in line and "softmax" in line
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--methods", "softmx", "--protocol", "setting1"], "Did you mean softmax"),
+    (["run", "--methods", "softmax", "--protocol", "setting9"], "no protocol named 'setting9'"),
+    (["run", "--methods", "softmax", "--protocol", "setting1", "--datasets", "imagenet"], "has no dataset 'imagenet'"),
+    (["run", "--methods", "softmax", "--protocol", "setting1", "--datasets", "fashion_mnist", "--partitions", "0-6"],
+     "has no partition '0-6'"),
+    (["run", "--methods", "cmg_e[sigma]", "--protocol", "setting1"], "needs the form key=value"),
+    (["run", "--methods", "cmg_e[sigmaa=2]", "--protocol", "setting1"], "has no parameter sigmaa"),
+    (["run", "--methods", "softmax", "--protocol", "setting1", "--scale", "huge"], "unknown scale 'huge'"),
+    (["table", "2"], "table 2 is not available"),
+])
+def test_bad_input_is_one_line(capsys, argv, expected):
+    assert expected in _error(capsys, argv)
+
+
+def test_missing_dataset_names_the_folder(capsys, tmp_path):
+    line = _error(capsys, ["run", "--methods", "softmax", "--protocol", "setting1", "--datasets", "mnist",
+                           "--data-root", str(tmp_path), "--out", str(tmp_path / "out"), "--executor", "local"])
+    assert str(tmp_path / "MNIST" / "raw") in line
+
+
+def test_unwritable_output_folder(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = _error(capsys, ["run", "--methods", "softmax", *SMOKE, "--out", str(blocker / "out")])
+    assert "cannot write the results" in line and str(blocker / "out") in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
+def test_read_only_output_folder(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    line = _error(capsys, ["run", "--methods", "softmax", *SMOKE, "--out", str(locked / "out")])
+    assert "cannot write the results" in line
+
+
+def test_corrupt_cache_entry(finished_run, capsys, tmp_path):
+    _, cache = finished_run
+    damaged = tmp_path / "cache"
+    subprocess.run(["cp", "-r", str(cache), str(damaged)], check=True)
+    model_file = next((damaged / "classifier").glob("*/model.pt"))
+    model_file.write_bytes(b"not a checkpoint")
+    line = _error(capsys, ["run", "--methods", "softmax", *SMOKE, "--out", str(tmp_path / "out"), "--cache", str(damaged)])
+    assert "is corrupt" in line and str(model_file.parent) in line
+
+
+def test_empty_store_says_how_to_fill_it(capsys, tmp_path):
+    assert "no results found" in _error(capsys, ["table", "1", "--out", str(tmp_path)])
+
+
+def test_python_dash_m_entry_point_and_exit_status(tmp_path):
+    """The real process: exit status 2 and no traceback for a bad method."""
+    result = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "moodcat", "--protocol", "setting1"],
+                            capture_output=True, text=True, env={**os.environ, "BENCH_DOWNLOAD": "0"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "moodcat" in result.stderr
