@@ -55,7 +55,7 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self.names(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        return f"no {self.kind} named {name!r} is implemented.{hint} Available: {', '.join(self.names())}."
+        return f"{self.kind} {name!r} is not implemented.{hint} Implemented: {', '.join(self.names())}."
 
     def names(self, pattern: str = "*") -> list[str]:
         self._load()
