@@ -52,7 +52,7 @@ def _recipe(scale, classifier, cvae, finetune_epochs=10, train_limit=None, test_
 RECIPES = {
     ("gray28", "smoke"): _recipe("smoke", StageOne("cnn4", 8, 4, 64, 2e-3), StageOne("conv", 8, 2, 64, 1e-3),
                                  finetune_epochs=1, train_limit=2000, test_limit=600),
-    ("gray28", "small"): _recipe("small", StageOne("cnn4", 16, 3, 128, 1e-3), StageOne("conv", 16, 3, 128, 1e-3)),
+    ("gray28", "small"): _recipe("small", StageOne("cnn4", 16, 3, 128, 1e-3), StageOne("conv", 16, 2, 128, 1e-3)),
     # The released code trains the MNIST classifier and CVAE for 100 epochs.
     ("gray28", "paper"): _recipe("paper", StageOne("cnn9", None, 100, 512, 1e-3), StageOne("conv", None, 100, 512, 1e-3)),
     ("colour", "smoke"): _recipe("smoke", StageOne("cnn4", 8, 4, 64, 2e-3), StageOne("conv", 8, 2, 64, 1e-3),

@@ -305,9 +305,8 @@ def _unwrap(ray, ref):
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as err:
-        cause = err.as_instanceof_cause()
-        if isinstance(cause, BenchError) or isinstance(getattr(err, "cause", None), BenchError):
-            raise BenchError(str(getattr(err, "cause", cause))) from None
+        if isinstance(err.cause, BenchError):
+            raise BenchError(str(err.cause)) from None
         raise
 
 
