@@ -310,6 +310,18 @@ def _unwrap(ray, ref):
         raise
 
 
+def _check_resources(settings: Settings) -> None:
+    """Ray would wait forever for a job that asks for more than the machine has."""
+    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    if not 0 < settings.cpus_per_trial <= cpus:
+        raise BenchError(f"--cpus-per-trial {settings.cpus_per_trial:g} does not fit this machine's {cpus} CPUs")
+    if settings.gpus_per_trial > 0 and gpus == 0:
+        raise BenchError(f"--gpus-per-trial {settings.gpus_per_trial:g} asks for a GPU but none is visible; "
+                         "use --gpus-per-trial 0")
+    if settings.gpus_per_trial > max(gpus, 1) or settings.gpus_per_trial < 0:
+        raise BenchError(f"--gpus-per-trial {settings.gpus_per_trial:g} does not fit this machine's {gpus} GPUs")
+
+
 def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=None, seeds=(0,), scale="small",
         executor="ray", force=False, settings: Settings) -> dict:
     """Run every pending trial; return counts. Raises BenchError for anything the user can fix."""
@@ -317,6 +329,7 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
         raise BenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if settings.cpus_per_trial is None:
         settings = replace(settings, cpus_per_trial=1.0 if executor == "ray" else float(os.cpu_count() or 1))
+    _check_resources(settings)
     tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
     store = ResultStore(settings.out)
     store.ensure_writable()

@@ -79,9 +79,15 @@ def test_moodcat_is_reported_as_not_implemented(capsys):
     (["run", "--methods", "cmg_e[sigmaa=2]", "--protocol", "setting1"], "has no parameter sigmaa"),
     (["run", "--methods", "softmax", "--protocol", "setting1", "--scale", "huge"], "unknown scale 'huge'"),
     (["table", "2"], "table 2 is not available"),
+    (["run", "--methods", "softmax", *SMOKE, "--cpus-per-trial", "64"], "does not fit this machine"),
 ])
 def test_bad_input_is_one_line(capsys, argv, expected):
     assert expected in _error(capsys, argv)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_fraction_without_a_gpu(capsys):
+    assert "none is visible" in _error(capsys, ["run", "--methods", "softmax", *SMOKE, "--gpus-per-trial", "0.25"])
 
 
 def test_missing_dataset_names_the_folder(capsys, tmp_path):

@@ -1,0 +1,46 @@
+"""Recipes: the paper scale builds the paper's networks; smaller scales stay small."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.protocol import PROTOCOLS
+from bench.recipes import recipe_for
+from bench.runner import task_recipe
+from bench.shared import SHARED_MODELS
+
+
+@pytest.mark.parametrize("dataset, backbone, cvae_arch, epochs, augment", [
+    ("fashion_mnist", "cnn9", "conv", 100, False),
+    ("svhn", "resnet18", "resnet", 200, False),
+    ("cifar10", "resnet18", "resnet", 200, True),
+    ("tinyimagenet", "resnet18", "resnet", 200, True),
+])
+def test_paper_scale_uses_the_papers_networks(dataset, backbone, cvae_arch, epochs, augment):
+    task = PROTOCOLS.get("setting1").tasks([dataset])[0]
+    recipe = task_recipe(task, "paper")
+    assert (recipe.classifier.arch, recipe.cvae.arch) == (backbone, cvae_arch)
+    assert (recipe.classifier.epochs, recipe.classifier.batch_size, recipe.classifier.lr) == (epochs, 512, 1e-3)
+    assert recipe.classifier.augment is augment
+    assert (recipe.finetune_epochs, recipe.finetune_lr, recipe.finetune_batch) == (10, 1e-4, 128)
+    from bench.data import DATASETS
+
+    shape = DATASETS.get(dataset).image_shape
+    images = torch.rand(2, *shape)
+    labels = torch.tensor([0, 1])
+    classifier = SHARED_MODELS.get("classifier").build(task, recipe).eval()
+    assert classifier(images).shape == (2, task.num_classes)
+    cvae = SHARED_MODELS.get("cvae").build(task, recipe).eval()
+    with torch.no_grad():
+        assert cvae(images, labels)[0].shape == images.shape
+
+
+def test_smoke_is_a_subset_and_small_uses_all_data():
+    assert recipe_for("smoke", (1, 28, 28)).train_limit == 2000
+    assert recipe_for("small", (1, 28, 28)).train_limit is None
+
+
+def test_unknown_scale():
+    with pytest.raises(BenchError, match="unknown scale 'medium'"):
+        recipe_for("medium", (1, 28, 28))

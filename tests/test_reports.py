@@ -1,0 +1,44 @@
+"""Tables from a hand-made result frame whose means and stds are known."""
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.reports import leaderboard, table1, table3
+
+
+def _frame():
+    rows = []
+    for partition, (a, b) in zip(["0-5", "1-6"], [(0.9, 0.6), (0.8, 0.7)]):
+        for method, auroc in (("alpha", a), ("beta", b)):
+            rows.append({"protocol": "p", "dataset": "d", "partition": partition, "seed": 0, "method": method,
+                         "auroc": auroc, "fpr95": 1 - auroc, "accuracy": 0.9, "total_s": 60.0})
+    return pd.DataFrame(rows)
+
+
+def test_table1_mean_and_sample_std():
+    text = table1(_frame(), methods=["beta", "alpha"])
+    row = next(line for line in text.splitlines() if line.startswith("| d (p)"))
+    # alpha: mean 85.0, sample std of (90, 80) = 7.07; beta: 65.0 ± 7.07
+    assert "85.0 ± 7.1" in row and "65.0 ± 7.1" in row
+    assert row.index("65.0") < row.index("85.0")  # column order as asked
+    assert "sample std (ddof=1)" in text
+
+
+def test_seeds_are_averaged_before_the_std_over_partitions():
+    frame = _frame()
+    extra = frame.copy()
+    extra["seed"] = 1
+    extra["auroc"] = extra["auroc"] - 0.1
+    text = table1(pd.concat([frame, extra]), methods=["alpha"])
+    assert "80.0 ± 7.1" in text  # per-partition means 85 and 75
+
+
+def test_table3_charges_the_whole_dataset():
+    text = table3(_frame())
+    assert "2.00" in text  # two partitions of 60 s each
+
+
+def test_leaderboard_ranks_by_auroc():
+    lines = leaderboard(_frame()).splitlines()
+    ranked = [line for line in lines if line.startswith("|") and ("alpha" in line or "beta" in line)]
+    assert "alpha" in ranked[0] and "beta" in ranked[1]

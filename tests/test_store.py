@@ -1,0 +1,76 @@
+"""Cache keys cover every input; writes are atomic; the registry refuses ambiguity."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bench.errors import BenchError
+from bench.protocol import PROTOCOLS
+from bench.recipes import recipe_for
+from bench.registry import Registry
+from bench.shared import SHARED_MODELS
+from bench.store import ModelCache, ResultStore, content_key
+
+
+def test_cache_key_changes_with_every_input():
+    spec = SHARED_MODELS.get("classifier")
+    first, second = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5", "1-6"])
+    recipe = recipe_for("small", (1, 28, 28))
+    base = spec.key(first, recipe, 0, {})
+    assert base == spec.key(first, recipe, 0, {})
+    assert base != spec.key(second, recipe, 0, {})  # other classes
+    assert base != spec.key(first, recipe, 1, {})  # other seed
+    assert base != spec.key(first, recipe_for("smoke", (1, 28, 28)), 0, {})  # other recipe
+    longer = dataclasses.replace(recipe, classifier=dataclasses.replace(recipe.classifier, epochs=4))
+    assert base != spec.key(first, longer, 0, {})
+    assert base != spec.key(first, recipe, 0, {"cvae": "abc"})  # other dependency
+    # A recipe field that only the CVAE uses does not retrain the classifier.
+    other_cvae = dataclasses.replace(recipe, cvae=dataclasses.replace(recipe.cvae, epochs=9))
+    assert base == spec.key(first, other_cvae, 0, {})
+    assert SHARED_MODELS.get("cvae").key(first, recipe, 0, {}) != SHARED_MODELS.get("cvae").key(first, other_cvae, 0, {})
+
+
+def test_content_key_is_order_independent():
+    assert content_key({"a": 1, "b": [1, 2]}) == content_key({"b": [1, 2], "a": 1})
+    assert content_key({"a": 1}) != content_key({"a": 2})
+
+
+def test_cache_round_trip_and_corruption(tmp_path):
+    import torch
+
+    cache = ModelCache(tmp_path)
+    module = torch.nn.Linear(3, 2)
+    cache.save("classifier", "k1", module.state_dict(), {"train_seconds": 1.5})
+    assert cache.has("classifier", "k1") and cache.meta("classifier", "k1")["train_seconds"] == 1.5
+    loaded = cache.load_module("classifier", "k1", lambda: torch.nn.Linear(3, 2))
+    assert torch.equal(loaded.weight, module.weight)
+    assert not [p for p in (tmp_path / "classifier").iterdir() if p.name.startswith(".")]  # no staging left
+    with pytest.raises(BenchError, match="is corrupt"):
+        cache.load_module("classifier", "k1", lambda: torch.nn.Linear(4, 2))  # wrong shapes
+    (tmp_path / "classifier" / "k1" / "meta.json").write_text("{broken")
+    with pytest.raises(BenchError, match="is corrupt"):
+        cache.meta("classifier", "k1")
+
+
+def test_result_store_writes_whole_files(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write({"trial_id": "t1", "value": 1})
+    store.write({"trial_id": "t1", "value": 2})
+    assert store.records() == [{"trial_id": "t1", "value": 2}]
+    assert [p.name for p in store.trials.iterdir()] == ["t1.json"]
+    (store.trials / "t2.json").write_text("{half")
+    with pytest.raises(BenchError, match="t2.json is unreadable"):
+        store.records()
+
+
+def test_registry_rules():
+    registry = Registry("widget")
+    registry.register("alpha", 1)
+    registry.register("alpha", 1)  # the same entry again is harmless
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("alpha", 2)
+    registry.register("alpine", 3)
+    assert registry.names("al*") == ["alpha", "alpine"]
+    with pytest.raises(BenchError, match="Did you mean alpha"):
+        registry.get("alpah")
