@@ -56,7 +56,7 @@ def table1(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None
     title = f"Table 1: {metric.upper()} (%) — {STD_NOTE}."
     if metric.startswith("fpr95"):
         title += " fpr95 accepts 95% of ID (ID-positive); fpr95_oodpos catches 95% of OOD."
-    return title + "\n\n" + tabulate(rows, headers=["dataset", "partitions", *order], tablefmt="github")
+    return title + "\n\n" + tabulate(rows, headers=["dataset", "partitions", *order], tablefmt="github", disable_numparse=True)
 
 
 def table3(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "") -> str:
@@ -72,7 +72,7 @@ def table3(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "
     title = ("Table 3: execution time (min) per dataset, summed over partitions and averaged over seeds; "
              "each method is charged for training every shared model it uses (classifier, CVAE), "
              "even where the harness trained it once for several methods.")
-    return title + "\n\n" + tabulate(rows, headers=["dataset", *order], tablefmt="github")
+    return title + "\n\n" + tabulate(rows, headers=["dataset", *order], tablefmt="github", disable_numparse=True)
 
 
 def leaderboard(frame: pd.DataFrame, where: str = "") -> str:
@@ -91,4 +91,4 @@ def leaderboard(frame: pd.DataFrame, where: str = "") -> str:
     intro = ("Leaderboard: mean over (protocol, dataset) of the per-dataset mean over partitions and seeds. "
              "fpr95 is ID-positive (95% of ID accepted; lower is better); fpr95_oodpos is OpenOOD's OOD-positive "
              "variant. Time includes every shared model a method needs.")
-    return intro + "\n\n" + tabulate(rows, headers=headers, tablefmt="github")
+    return intro + "\n\n" + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
