@@ -126,3 +126,24 @@ def accuracy(predicted, labels) -> float:
     if predicted.size == 0:
         raise ValueError("predicted and labels are empty")
     return float(np.mean(predicted == labels))
+
+
+def reference_metrics(id_scores, ood_scores) -> dict[str, float]:
+    """The same five metrics from separate scikit-learn calls: the slow oracle for tests and benchmarks.
+
+    `drop_intermediate=False` keeps every threshold, so the exact 95% point is never skipped.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    id_scores, ood_scores = _as_scores(id_scores, "id_scores"), _as_scores(ood_scores, "ood_scores")
+    scores = np.concatenate([id_scores, ood_scores])
+    is_id = np.concatenate([np.ones(id_scores.size), np.zeros(ood_scores.size)])
+    fpr, tpr, _ = roc_curve(is_id, scores, drop_intermediate=False)
+    fpr_out, tpr_out, _ = roc_curve(1 - is_id, -scores, drop_intermediate=False)
+    return {
+        "auroc": float(roc_auc_score(is_id, scores)),
+        "fpr95": float(fpr[np.argmax(tpr >= 0.95)]),
+        "fpr95_oodpos": float(fpr_out[np.argmax(tpr_out >= 0.95)]),
+        "aupr_in": float(average_precision_score(is_id, scores)),
+        "aupr_out": float(average_precision_score(1 - is_id, -scores)),
+    }

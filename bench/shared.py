@@ -19,6 +19,7 @@ from bench.protocol import Task
 from bench.recipes import Recipe
 from bench.registry import Registry
 from bench.store import content_key
+from bench.training import train_epochs
 
 
 @dataclass
@@ -31,6 +32,21 @@ class TrainInputs:
     device: torch.device
     generator: torch.Generator
     dependencies: dict[str, torch.nn.Module]
+
+    def fit(self, model: torch.nn.Module, stage, loss_fn, transform, name: str) -> torch.nn.Module:
+        """Train `model` on the ID training data with one stage of the recipe (epochs, batch, lr)."""
+        return train_epochs(
+            model,
+            self.train.images.to(self.device),
+            self.train.labels.to(self.device),
+            loss_fn,
+            epochs=stage.epochs,
+            batch_size=stage.batch_size,
+            lr=stage.lr,
+            generator=self.generator,
+            transform=transform,
+            name=f"{name}[{self.task.name}]",
+        )
 
 
 @dataclass(frozen=True)

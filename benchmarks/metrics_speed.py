@@ -8,27 +8,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from bench.metrics import ood_metrics
+from bench.metrics import ood_metrics, reference_metrics as sklearn_metrics
 
 REPEATS = 3
 N_ID = N_OOD = 500_000
-
-
-def sklearn_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
-    """The five metrics from separate scikit-learn calls, as a harness would write them."""
-    scores = np.concatenate([id_scores, ood_scores])
-    is_id = np.concatenate([np.ones(id_scores.size), np.zeros(ood_scores.size)])
-    fpr, tpr, _ = roc_curve(is_id, scores, drop_intermediate=False)
-    fpr_o, tpr_o, _ = roc_curve(1 - is_id, -scores, drop_intermediate=False)
-    return {
-        "auroc": roc_auc_score(is_id, scores),
-        "fpr95": fpr[np.argmax(tpr >= 0.95)],
-        "fpr95_oodpos": fpr_o[np.argmax(tpr_o >= 0.95)],
-        "aupr_in": average_precision_score(is_id, scores),
-        "aupr_out": average_precision_score(1 - is_id, -scores),
-    }
 
 
 def best_time(fn, *args) -> tuple[float, dict[str, float]]:

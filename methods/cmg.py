@@ -172,6 +172,8 @@ class CMG(Detector):
     def fit(self, ctx: FitContext) -> "CMG":
         strategy = self._choose("training", {"frozen": self._frozen, "unfrozen": self._unfrozen, "direct": self._direct})
         self._choose("tune", {"head": None, "last": None})
+        if self.tune == "last" and self.training != "frozen":
+            raise BenchError(f"CMG tune='last' only applies to training='frozen', not {self.training!r}")
         if self.pseudo_fraction < 0:
             raise BenchError("CMG pseudo_fraction must be >= 0")
         classifier = ctx.models["classifier"].eval()

@@ -133,3 +133,5 @@ def test_bad_choice_is_a_clear_error(smoke_context):
 
     with pytest.raises(BenchError, match="training='sideways' is not one of frozen, unfrozen, direct"):
         CMG(training="sideways").fit(smoke_context())
+    with pytest.raises(BenchError, match="tune='last' only applies to training='frozen'"):
+        CMG(training="direct", tune="last").fit(smoke_context())

@@ -4,26 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
-from bench.metrics import accuracy, ood_metrics
+from bench.metrics import accuracy, ood_metrics, reference_metrics as sklearn_metrics
 
 KEYS = ("auroc", "fpr95", "fpr95_oodpos", "aupr_in", "aupr_out")
-
-
-def sklearn_metrics(id_scores, ood_scores) -> dict[str, float]:
-    """The same five metrics from separate scikit-learn calls (the reference)."""
-    scores = np.concatenate([id_scores, ood_scores])
-    is_id = np.concatenate([np.ones(len(id_scores)), np.zeros(len(ood_scores))])
-    fpr, tpr, _ = roc_curve(is_id, scores, drop_intermediate=False)
-    fpr_o, tpr_o, _ = roc_curve(1 - is_id, -scores, drop_intermediate=False)
-    return {
-        "auroc": roc_auc_score(is_id, scores),
-        "fpr95": fpr[np.argmax(tpr >= 0.95)],
-        "fpr95_oodpos": fpr_o[np.argmax(tpr_o >= 0.95)],
-        "aupr_in": average_precision_score(is_id, scores),
-        "aupr_out": average_precision_score(1 - is_id, -scores),
-    }
 
 
 def assert_metrics(got: dict, expected: dict) -> None:

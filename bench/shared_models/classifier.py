@@ -10,7 +10,6 @@ from bench.data import DATASETS
 from bench.method import to_float
 from bench.nets import Classifier, build_backbone
 from bench.shared import SharedModel, TrainInputs, register_shared_model
-from bench.training import train_epochs
 
 
 def build(task, recipe):
@@ -24,20 +23,9 @@ def train(model, inputs: TrainInputs):
 
     def transform(batch):
         images = to_float(batch)
-        return random_crop_flip(images, padding=4, generator=None) if stage.augment else images
+        return random_crop_flip(images, padding=4) if stage.augment else images
 
-    return train_epochs(
-        model,
-        inputs.train.images.to(inputs.device),
-        inputs.train.labels.to(inputs.device),
-        lambda net, x, y: F.cross_entropy(net(x), y),
-        epochs=stage.epochs,
-        batch_size=stage.batch_size,
-        lr=stage.lr,
-        generator=inputs.generator,
-        transform=transform,
-        name=f"classifier[{inputs.task.name}]",
-    )
+    return inputs.fit(model, stage, lambda net, x, y: F.cross_entropy(net(x), y), transform, "classifier")
 
 
 register_shared_model(SharedModel(
@@ -46,5 +34,5 @@ register_shared_model(SharedModel(
     build=build,
     train=train,
     recipe_part=lambda recipe: recipe.classifier,
-    code=("bench.nets", "bench.augment", "bench.training", "bench.method"),
+    code=("bench.nets", "bench.augment", "bench.training", "bench.method", "bench.shared"),
 ))

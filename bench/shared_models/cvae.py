@@ -3,7 +3,6 @@ from bench.data import DATASETS
 from bench.cvae import CVAE
 from bench.method import to_float
 from bench.shared import SharedModel, TrainInputs, register_shared_model
-from bench.training import train_epochs
 
 
 def build(task, recipe):
@@ -12,19 +11,7 @@ def build(task, recipe):
 
 
 def train(model, inputs: TrainInputs):
-    stage = inputs.recipe.cvae
-    return train_epochs(
-        model,
-        inputs.train.images.to(inputs.device),
-        inputs.train.labels.to(inputs.device),
-        lambda net, x, y: net.loss(x, y),
-        epochs=stage.epochs,
-        batch_size=stage.batch_size,
-        lr=stage.lr,
-        generator=inputs.generator,
-        transform=to_float,
-        name=f"cvae[{inputs.task.name}]",
-    )
+    return inputs.fit(model, inputs.recipe.cvae, lambda net, x, y: net.loss(x, y), to_float, "cvae")
 
 
 register_shared_model(SharedModel(
@@ -33,5 +20,5 @@ register_shared_model(SharedModel(
     build=build,
     train=train,
     recipe_part=lambda recipe: recipe.cvae,
-    code=("bench.cvae", "bench.training", "bench.method"),
+    code=("bench.cvae", "bench.training", "bench.method", "bench.shared"),
 ))
