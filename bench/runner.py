@@ -331,9 +331,9 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
         settings = replace(settings, cpus_per_trial=1.0 if executor == "ray" else float(os.cpu_count() or 1))
     _check_resources(settings)
     tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
+    trials, jobs = plan(tasks, methods, list(seeds), scale)
     store = ResultStore(settings.out)
     store.ensure_writable()
-    trials, jobs = plan(tasks, methods, list(seeds), scale)
     pending = [t for t in trials if force or not store.has(t.trial_id)]
     skipped = len(trials) - len(pending)
     if skipped:
