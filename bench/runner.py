@@ -19,12 +19,12 @@ import torch
 from bench import provenance
 from bench.data import DATASETS, load_split
 from bench.errors import BenchError
-from bench.method import FitContext, MethodSpec, to_float
+from bench.method import METHODS, FitContext, MethodSpec, to_float
 from bench.metrics import accuracy, ood_metrics
 from bench.protocol import PROTOCOLS, DataRef, Task
 from bench.recipes import Recipe, recipe_for
 from bench.shared import SHARED_MODELS, TrainInputs
-from bench.store import ModelCache, ResultStore, content_key
+from bench.store import ModelCache, ResultStore, content_key, source_hash
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,10 @@ class Trial:
             "data": [ref.describe() for ref in self.task.data_refs()],
             "seed": self.seed,
             "method": self.method.label,
+            "method_code": source_hash(METHODS.get(self.method.name).cls.__module__, "bench.method", "bench.runner",
+                                       "bench.metrics"),
             "recipe": self.recipe.describe(),
+            "models": self.models,
         })
 
     @property

@@ -6,8 +6,6 @@ the runner trains each (kind, task data, recipe, seed) once and hands the result
 """
 from __future__ import annotations
 
-import hashlib
-import importlib
 import inspect
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -18,7 +16,7 @@ from bench.data import ImageSet
 from bench.protocol import Task
 from bench.recipes import Recipe
 from bench.registry import Registry
-from bench.store import content_key
+from bench.store import content_key, source_hash
 from bench.training import train_epochs
 
 
@@ -61,11 +59,7 @@ class SharedModel:
 
     def code_version(self) -> str:
         """Hash of the source that defines this model, so edited code never reuses old weights."""
-        modules = {inspect.getmodule(self.train).__name__, *self.code}
-        digest = hashlib.sha256()
-        for name in sorted(modules):
-            digest.update(inspect.getsource(importlib.import_module(name)).encode())
-        return digest.hexdigest()[:16]
+        return source_hash(inspect.getmodule(self.train).__name__, *self.code)
 
     def key(self, task: Task, recipe: Recipe, seed: int, dependency_keys: dict[str, str]) -> str:
         part = self.recipe_part(recipe)

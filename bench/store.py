@@ -6,6 +6,8 @@ moment leaves either the old state or the new one, never half a file.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import logging
 import os
@@ -25,6 +27,14 @@ def content_key(parts: dict) -> str:
     """A stable hash of everything that went into an artefact."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def source_hash(*module_names: str) -> str:
+    """Hash of the source of these modules: results and models of edited code are never reused."""
+    digest = hashlib.sha256()
+    for name in sorted(set(module_names)):
+        digest.update(inspect.getsource(importlib.import_module(name)).encode())
+    return digest.hexdigest()[:16]
 
 
 def ensure_writable(folder: Path, what: str) -> Path:
@@ -114,6 +124,9 @@ class ModelCache:
         )
 
 
+IDENTITY = ("protocol", "dataset", "partition", "seed", "method", "scale")
+
+
 class ResultStore:
     """One JSON record per finished trial under `<out>/trials/`."""
 
@@ -144,13 +157,26 @@ class ResultStore:
                 raise BenchError(f"result file {path} is unreadable ({err}); delete it and re-run that trial") from None
         return records
 
+    def latest(self) -> list[dict]:
+        """One record per (protocol, dataset, partition, seed, method, scale): the newest.
+
+        Editing a method's code gives its trials new ids; the older records stay on disk
+        but no longer count in tables.
+        """
+        newest: dict[tuple, dict] = {}
+        for record in self.records():
+            identity = tuple(record[key] for key in IDENTITY)
+            if identity not in newest or record["provenance"]["finished"] > newest[identity]["provenance"]["finished"]:
+                newest[identity] = record
+        return list(newest.values())
+
     def frame(self, per_ood_set: bool = False):
-        """The store as a pandas DataFrame: one row per trial, or per (trial, OOD set)."""
+        """The newest records as a pandas DataFrame: one row per trial, or per (trial, OOD set)."""
         import pandas as pd
 
         rows = []
-        for record in self.records():
-            base = {key: record[key] for key in ("trial_id", "protocol", "dataset", "partition", "seed", "method", "scale")}
+        for record in self.latest():
+            base = {"trial_id": record["trial_id"], **{key: record[key] for key in IDENTITY}}
             base.update(record["timing"]["summary"])
             if per_ood_set:
                 for ood_set, metrics in record["ood_sets"].items():

@@ -74,3 +74,14 @@ def test_registry_rules():
     assert registry.names("al*") == ["alpha", "alpine"]
     with pytest.raises(BenchError, match="Did you mean alpha"):
         registry.get("alpah")
+
+
+def test_tables_count_only_the_newest_record_of_a_trial(tmp_path):
+    store = ResultStore(tmp_path)
+    identity = {"protocol": "p", "dataset": "d", "partition": "0-5", "seed": 0, "method": "m", "scale": "smoke"}
+    timing = {"summary": {"fit_s": 1.0, "score_s": 1.0, "shared_s": 0.0, "total_s": 2.0}}
+    for trial_id, finished, auroc in (("old", "2026-01-01T00:00:00", 0.5), ("new", "2026-02-01T00:00:00", 0.9)):
+        store.write({"trial_id": trial_id, **identity, "metrics": {"auroc": auroc}, "timing": timing,
+                     "provenance": {"finished": finished}, "ood_sets": {}})
+    frame = store.frame()
+    assert frame["trial_id"].tolist() == ["new"] and frame["auroc"].tolist() == [0.9]
