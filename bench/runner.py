@@ -28,7 +28,6 @@ from bench.store import ModelCache, ResultStore, content_key, source_hash
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("ray", "local")
 
 
 @dataclass(frozen=True)
@@ -172,8 +171,8 @@ def _shared_seconds(pairs, cache: ModelCache) -> dict[str, dict]:
     return charged
 
 
-@torch.no_grad()
 def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size: int = 1000):
+    """Scores and labels for all images, in batches; gradients are the method's business (ODIN needs them)."""
     scores, labels = [], []
     for chunk in images.split(batch_size):
         prediction = method.predict(to_float(chunk.to(device)))
@@ -303,6 +302,9 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
 
 
+EXECUTORS = {"ray": RayExecutor, "local": LocalExecutor}
+
+
 def _unwrap(ray, ref):
     """A BenchError raised in a worker reaches the user as itself, not as a Ray traceback."""
     try:
@@ -311,6 +313,17 @@ def _unwrap(ray, ref):
         if isinstance(err.cause, BenchError):
             raise BenchError(str(err.cause)) from None
         raise
+
+
+def _jobs_to_train(trials: list[Trial], jobs: dict, cache: ModelCache, retrain: bool) -> list[ModelJob]:
+    """The shared models these trials need, dependencies included, in plan order, minus cached ones."""
+    needed, stack = set(), [pair for trial in trials for pair in trial.models]
+    while stack:
+        pair = stack.pop()
+        if pair not in needed:
+            needed.add(pair)
+            stack.extend(jobs[pair].dependencies)
+    return [job for pair, job in jobs.items() if pair in needed and (retrain or not cache.has(*pair))]
 
 
 def _check_resources(settings: Settings) -> None:
@@ -344,16 +357,7 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
     if not pending:
         return {"trials": len(trials), "ran": 0, "skipped": skipped}
     check_data([t.task for t in pending], settings)
-    cache = ModelCache(settings.cache)
-    needed = {pair for t in pending for pair in t.models}
-    closure = set()
-    stack = list(needed)
-    while stack:
-        pair = stack.pop()
-        if pair not in closure:
-            closure.add(pair)
-            stack.extend(jobs[pair].dependencies)
-    todo = [job for pair, job in jobs.items() if pair in closure and (settings.retrain or not cache.has(*pair))]
+    todo = _jobs_to_train(pending, jobs, ModelCache(settings.cache), settings.retrain)
     log.info("%d trials to run, %d shared models to train, executor %s", len(pending), len(todo), executor)
     done = 0
 
@@ -362,5 +366,5 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
         done += 1
         log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), result["name"], result["auroc"], result["seconds"])
 
-    (RayExecutor() if executor == "ray" else LocalExecutor()).run(todo, pending, settings, report)
+    EXECUTORS[executor]().run(todo, pending, settings, report)
     return {"trials": len(trials), "ran": len(pending), "skipped": skipped, "trained": len(todo)}

@@ -79,6 +79,7 @@ def test_moodcat_is_reported_as_not_implemented(capsys):
     (["run", "--methods", "cmg_e[sigmaa=2]", "--protocol", "setting1"], "has no parameter sigmaa"),
     (["run", "--methods", "softmax", "--protocol", "setting1", "--scale", "huge"], "unknown scale 'huge'"),
     (["table", "2"], "table 2 is not available"),
+    (["run", "--methods", "softmax", *SMOKE[:-2], "--executor", "slurm"], "unknown executor 'slurm'"),
     (["run", "--methods", "softmax", *SMOKE, "--cpus-per-trial", "64"], "does not fit this machine"),
 ])
 def test_bad_input_is_one_line(capsys, argv, expected):
