@@ -1,7 +1,6 @@
 """Dataset loading: real Fashion-MNIST files, a fake Tiny ImageNet, and the one-line errors."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
