@@ -162,10 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("bench.training").setLevel(logging.INFO if args.verbose else logging.WARNING)
-    if getattr(args, "gpus_per_trial", 0) is None:
-        import torch
-
-        args.gpus_per_trial = 1.0 if torch.cuda.is_available() else 0.0
     try:
         return args.handler(args)
     except BenchError as err:

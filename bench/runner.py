@@ -38,7 +38,7 @@ class Settings:
     cache: str | None = None
     data_root: str | None = None
     cpus_per_trial: float | None = None  # None: 1 per Ray job, every core in-process
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | None = None  # None: 1 per job when a GPU is visible, else 0
     retrain: bool = False
     provenance: dict = field(default_factory=dict)
 
@@ -46,7 +46,7 @@ class Settings:
         return max(1, int(self.cpus_per_trial or os.cpu_count() or 1))
 
     def device(self) -> torch.device:
-        if self.gpus_per_trial > 0 and torch.cuda.is_available():
+        if self.gpus_per_trial and torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
 
@@ -345,6 +345,8 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
         raise BenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if settings.cpus_per_trial is None:
         settings = replace(settings, cpus_per_trial=1.0 if executor == "ray" else float(os.cpu_count() or 1))
+    if settings.gpus_per_trial is None:
+        settings = replace(settings, gpus_per_trial=1.0 if torch.cuda.is_available() else 0.0)
     _check_resources(settings)
     tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
     trials, jobs = plan(tasks, methods, list(seeds), scale)

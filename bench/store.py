@@ -5,6 +5,7 @@ moment leaves either the old state or the new one, never half a file.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
@@ -29,6 +30,7 @@ def content_key(parts: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
+@functools.lru_cache(maxsize=None)
 def source_hash(*module_names: str) -> str:
     """Hash of the source of these modules: results and models of edited code are never reused."""
     digest = hashlib.sha256()
