@@ -57,13 +57,13 @@ def cmd_run(args) -> int:
 
 def cmd_list(args) -> int:
     from bench.data import DATASETS
-    from bench.method import METHODS
+    from bench.method import METHODS, MethodSpec
     from bench.protocol import PROTOCOLS
     from bench.shared import SHARED_MODELS
 
     if args.what == "methods":
         for name, entry in METHODS.items():
-            needs = ", ".join(entry.cls.requires) or "nothing"
+            needs = ", ".join(MethodSpec(name).requires()) or "nothing"
             print(f"{name:20s} {entry.summary}  [needs: {needs}]")
     elif args.what == "protocols":
         for name, protocol in PROTOCOLS.items():

@@ -55,7 +55,11 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 class Detector(ABC):
-    """Base class: subclasses are dataclasses whose fields are hyperparameters."""
+    """Base class: subclasses are dataclasses whose fields are hyperparameters.
+
+    `requires` names the shared models `fit` finds in `ctx.models`. It is a class attribute
+    for most methods; a method whose options change what it needs makes it a property.
+    """
 
     requires: ClassVar[tuple[str, ...]] = ()
 
@@ -141,7 +145,8 @@ class MethodSpec:
         return entry.cls(**{**entry.defaults, **dict(self.overrides)})
 
     def requires(self) -> tuple[str, ...]:
-        return METHODS.get(self.name).cls.requires
+        """Shared-model kinds this configuration needs; a variant may need different ones."""
+        return tuple(self.build().requires)
 
 
 _ITEM = re.compile(r"\s*([A-Za-z0-9_]+)\s*(?:\[(.*?)\])?\s*(?:,|$)")

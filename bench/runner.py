@@ -29,7 +29,6 @@ from bench.store import ModelCache, ResultStore, content_key, source_hash
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Settings:
     """Where things live and how much hardware a job gets; the same for every job of a run."""
@@ -181,6 +180,35 @@ def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size:
     return torch.cat(scores).numpy(), torch.cat(labels).numpy()
 
 
+@dataclass
+class Scores:
+    """A fitted method's results on one task's test sets."""
+
+    metrics: dict  # averaged over the OOD sets, plus closed-set accuracy
+    ood_sets: dict  # per OOD set: its metrics and size
+    sizes: dict  # images per test set
+    seconds: float
+
+
+def score_task(method, task: Task, settings: Settings, limit: int | None, seed: int) -> Scores:
+    """Score the ID test set and every OOD test set of `task` with a fitted method."""
+    device = settings.device()
+    start = time.perf_counter()
+    id_test = load_ref(task.id_test, settings, limit, seed)
+    id_scores, predicted = _predict_all(method, id_test.images, device)
+    ood_scores = {
+        name: _predict_all(method, load_ref(ref, settings, limit, seed).images, device)[0]
+        for name, ref in task.ood_tests.items()
+    }
+    seconds = time.perf_counter() - start
+    per_set = {name: {**ood_metrics(id_scores, scores), "n_ood": len(scores)} for name, scores in ood_scores.items()}
+    metric_names = [key for key in next(iter(per_set.values())) if key != "n_ood"]
+    summary = {name: float(np.mean([m[name] for m in per_set.values()])) for name in metric_names}
+    summary["accuracy"] = accuracy(predicted, id_test.labels.numpy())
+    sizes = {"id_test": len(id_test), **{name: len(scores) for name, scores in ood_scores.items()}}
+    return Scores(summary, per_set, sizes, seconds)
+
+
 def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
     """Fit one method on one task and seed, score the test sets, write the record."""
     torch.set_num_threads(settings.threads())
@@ -194,20 +222,8 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
     start = time.perf_counter()
     method.fit(FitContext(task, train, models, recipe, trial.seed, device, generator))
     fit_seconds = time.perf_counter() - start
+    scores = score_task(method, task, settings, recipe.test_limit, trial.seed)
 
-    start = time.perf_counter()
-    id_test = load_ref(task.id_test, settings, recipe.test_limit, trial.seed)
-    id_scores, predicted = _predict_all(method, id_test.images, device)
-    ood_scores = {
-        name: _predict_all(method, load_ref(ref, settings, recipe.test_limit, trial.seed).images, device)[0]
-        for name, ref in task.ood_tests.items()
-    }
-    score_seconds = time.perf_counter() - start
-
-    per_set = {name: {**ood_metrics(id_scores, scores), "n_ood": len(scores)} for name, scores in ood_scores.items()}
-    metric_names = [key for key in next(iter(per_set.values())) if key != "n_ood"]
-    summary = {name: float(np.mean([m[name] for m in per_set.values()])) for name in metric_names}
-    summary["accuracy"] = accuracy(predicted, id_test.labels.numpy())
     shared = _shared_seconds(trial.models, ModelCache(settings.cache))
     shared_seconds = sum(item["train_seconds"] for item in shared.values())
     record = {
@@ -221,15 +237,15 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
         "method_params": method.params(),
         "scale": recipe.scale,
         "recipe": recipe.describe(),
-        "data": {"id_train": len(train), "id_test": len(id_test), **{k: len(v) for k, v in ood_scores.items()}},
-        "metrics": summary,
-        "ood_sets": per_set,
+        "data": {"id_train": len(train), **scores.sizes},
+        "metrics": scores.metrics,
+        "ood_sets": scores.ood_sets,
         "timing": {
             "summary": {
                 "fit_s": fit_seconds,
-                "score_s": score_seconds,
+                "score_s": scores.seconds,
                 "shared_s": shared_seconds,
-                "total_s": fit_seconds + score_seconds + shared_seconds,
+                "total_s": fit_seconds + scores.seconds + shared_seconds,
             },
             "shared_models": shared,
         },
@@ -237,7 +253,7 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
         "provenance": {**settings.provenance, "finished": provenance.now()},
     }
     ResultStore(settings.out).write(record)
-    return {"name": trial.name, "auroc": summary["auroc"], "seconds": fit_seconds + score_seconds}
+    return {"name": trial.name, "auroc": scores.metrics["auroc"], "seconds": fit_seconds + scores.seconds}
 
 
 def check_data(tasks: list[Task], settings: Settings) -> None:

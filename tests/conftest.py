@@ -28,16 +28,16 @@ def smoke_task():
 
 @pytest.fixture(scope="session")
 def smoke_context(smoke_task, smoke_cache, tmp_path_factory):
-    """A FitContext for partition 0-5 at smoke scale, with trained (cached) classifier and CVAE."""
+    """A FitContext for partition 0-5 at smoke scale, holding the trained (cached) shared models
+    that `method` needs (by default CMG-e's classifier and CVAE)."""
     settings = Settings(out=str(tmp_path_factory.mktemp("out")), cache=smoke_cache)
 
-    def make(kinds=("classifier", "cvae"), seed=0):
-        trials, jobs = plan([smoke_task], [MethodSpec("cmg_e")], [seed], "smoke")
+    def make(method: MethodSpec = MethodSpec("cmg_e"), seed=0):
+        trials, jobs = plan([smoke_task], [method], [seed], "smoke")
         for job in jobs.values():
             train_shared_model(job, settings)
         recipe = trials[0].recipe
-        models = {kind: build_cached(kind, key, smoke_task, recipe, settings) for kind, key in trials[0].models
-                  if kind in kinds}
+        models = {kind: build_cached(kind, key, smoke_task, recipe, settings) for kind, key in trials[0].models}
         train = load_ref(smoke_task.id_train, settings, recipe.train_limit, seed)
         return FitContext(smoke_task, train, models, recipe, seed, torch.device("cpu"), seed_everything(seed))
 
