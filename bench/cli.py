@@ -1,4 +1,4 @@
-"""The `bench` command: run, list, table, leaderboard.
+"""The `bench` command: run, evaluate, list, table, leaderboard.
 
 Every user-fixable problem is a BenchError, printed as one line with exit status 2.
 """
@@ -52,6 +52,38 @@ def cmd_run(args) -> int:
     if args.datasets:
         frame = frame[frame["dataset"].isin(args.datasets)]
     print(table1(frame, methods=[m.label for m in methods], where=args.out))
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(item) for item in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (got {text!r})") from None
+
+
+def cmd_evaluate(args) -> int:
+    from tabulate import tabulate
+
+    from bench.evaluation import single_task, evaluate, load_checkpoint
+    from bench.store import ensure_writable, write_text_atomic
+
+    if (args.mean is None) != (args.std is None):
+        raise BenchError("give both --mean and --std, or neither")
+    if args.output:
+        ensure_writable(Path(args.output).resolve().parent, "output folder")
+    task = single_task(args.protocol, args.dataset, args.partition)
+    model = load_checkpoint(args.checkpoint, args.arch, task, args.width)
+    frame = evaluate(
+        model, args.protocol, args.methods, dataset=task.dataset, partition=task.partition,
+        normalize=(args.mean, args.std) if args.mean else None, seed=args.seed, train_limit=args.train_limit,
+        test_limit=args.test_limit, data_root=args.data_root,
+    )
+    if args.output:
+        write_text_atomic(Path(args.output), frame.to_csv(index=False))
+    columns = ["method", "ood_set", "auroc", "fpr95", "aupr_in", "aupr_out", "accuracy", "fit_s"]
+    print(f"{task.name}, checkpoint {args.checkpoint} ({args.arch}); fpr95 is ID-positive (SPEC.md §1)")
+    print(tabulate(frame[columns], headers="keys", tablefmt="github", showindex=False, floatfmt=".4f"))
     return 0
 
 
@@ -135,6 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="redo trials that already have results")
     run.add_argument("--retrain", action="store_true", help="retrain shared models even when cached")
     run.set_defaults(handler=cmd_run)
+
+    evaluator = sub.add_parser("evaluate", help="score post-hoc methods on your own trained classifier")
+    evaluator.add_argument("--checkpoint", required=True, help="state dict saved with torch.save(model.state_dict())")
+    evaluator.add_argument("--arch", required=True,
+                           help="a bench backbone (cnn4, cnn9, resnet18: bench's Classifier) or torchvision.<model>")
+    evaluator.add_argument("--width", type=int, help="channel width of a bench backbone (default: its own)")
+    evaluator.add_argument("--protocol", required=True)
+    evaluator.add_argument("--dataset", help="the dataset the model was trained on (needed when the protocol has several)")
+    evaluator.add_argument("--partition", help="the partition it was trained on, e.g. 0-5")
+    evaluator.add_argument("--methods", help="comma list (default: every method that needs only a classifier)")
+    evaluator.add_argument("--mean", type=_floats, help="per-channel input mean the model expects, e.g. 0.49,0.48,0.45")
+    evaluator.add_argument("--std", type=_floats, help="per-channel input std the model expects")
+    evaluator.add_argument("--seed", type=int, default=0)
+    evaluator.add_argument("--train-limit", type=int, help="fit statistics on a seeded subset of the ID training set")
+    evaluator.add_argument("--test-limit", type=int, help="score a seeded subset of each test set")
+    evaluator.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
+    evaluator.add_argument("--output", help="also write the table as CSV to this file")
+    evaluator.set_defaults(handler=cmd_evaluate)
 
     lister = sub.add_parser("list", help="list methods, protocols, datasets or shared models")
     lister.add_argument("what", choices=["methods", "protocols", "datasets", "models"])

@@ -36,7 +36,7 @@ class FitContext:
     task: Task
     train: ImageSet
     models: dict[str, torch.nn.Module]
-    recipe: Recipe
+    recipe: Recipe | None  # None when a user's own model is evaluated (nothing is trained)
     seed: int
     device: torch.device
     generator: torch.Generator = field(repr=False, default=None)
@@ -77,14 +77,25 @@ class Detector(ABC):
 class ClassifierDetector(Detector):
     """A post-hoc score on the outputs of the shared ID classifier.
 
+    The classifier is anything with `forward_features(x) -> (logits, penultimate)` and
+    `final_layer` (the nn.Linear that maps penultimate features to logits): the cached
+    `bench.nets.Classifier`, or a user's model wrapped by `bench.evaluate.FeatureClassifier`.
     Subclasses implement `score_outputs(logits, penultimate)`; the label is the argmax.
+    Subclasses that learn statistics override `fit_outputs`, which then receives the
+    classifier's outputs on the ID training data, computed once.
     """
 
     requires: ClassVar[tuple[str, ...]] = ("classifier",)
 
     def fit(self, ctx: FitContext) -> "ClassifierDetector":
         self.classifier_ = ctx.models["classifier"].eval()
+        if type(self).fit_outputs is not ClassifierDetector.fit_outputs:
+            logits, penultimate = classifier_outputs(self.classifier_, ctx.train.images, ctx.device)
+            self.fit_outputs(logits, penultimate, ctx.train_labels())
         return self
+
+    def fit_outputs(self, logits: torch.Tensor, penultimate: torch.Tensor, labels: torch.Tensor) -> None:
+        """Learn from the classifier's outputs on ID training data (nothing, unless overridden)."""
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> Prediction:
@@ -94,6 +105,17 @@ class ClassifierDetector(Detector):
     @abstractmethod
     def score_outputs(self, logits: torch.Tensor, penultimate: torch.Tensor) -> torch.Tensor:
         """ID score from the classifier's logits and penultimate features."""
+
+
+@torch.no_grad()
+def classifier_outputs(classifier, images: torch.Tensor, device, batch_size: int = 1000):
+    """(logits, penultimate) of uint8 `images`, batch by batch on `device`."""
+    logits, features = [], []
+    for chunk in images.split(batch_size):
+        chunk_logits, chunk_features = classifier.forward_features(to_float(chunk.to(device)))
+        logits.append(chunk_logits)
+        features.append(chunk_features)
+    return torch.cat(logits), torch.cat(features)
 
 
 @dataclass(frozen=True)
