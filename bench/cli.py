@@ -1,4 +1,4 @@
-"""The `bench` command: run, evaluate, list, table, leaderboard.
+"""The `bench` command: run, evaluate, list, data, table, leaderboard.
 
 Every user-fixable problem is a BenchError, printed as one line with exit status 2.
 """
@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
     )
     summary = run(
         args.protocol, methods, datasets=args.datasets, partitions=args.partitions, seeds=args.seeds,
-        scale=args.scale, executor=args.executor, force=args.force, settings=settings,
+        scale=args.scale, executor=args.executor, force=args.force, skip_missing=args.skip_missing, settings=settings,
     )
     logging.getLogger("bench").info("done: %s", summary)
     frame = ResultStore(args.out).frame()
@@ -52,6 +52,33 @@ def cmd_run(args) -> int:
     if args.datasets:
         frame = frame[frame["dataset"].isin(args.datasets)]
     print(table1(frame, methods=[m.label for m in methods], where=args.out))
+    for task, sets in summary.get("skipped_ood_sets", {}).items():
+        print(f"skipped (data missing): {task}: {', '.join(sets)}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    """Per dataset: present or not, where it was looked for, images per split, how to obtain it."""
+    from bench.data import DATASETS, data_root, read_split
+    from bench.datasets._common import downloads_off
+
+    root = data_root(args.data_root)
+    for name in args.datasets or DATASETS.names():
+        source = DATASETS.get(name)
+        counts, problems = {}, {}
+        with downloads_off():  # only look at what is there
+            for split in source.splits:
+                try:
+                    counts[split] = len(read_split(name, split, root))
+                except BenchError as err:
+                    problems[split] = str(err)
+        state = "present" if not problems else "partly present" if counts else "absent"
+        print(f"{name}: {state}  ({source.description})")
+        print(f"  looked in: {', '.join(str(place) for place in source.locations(root)) or 'nowhere (generated)'}")
+        if counts:
+            print(f"  images: {', '.join(f'{split} {count}' for split, count in counts.items())}")
+        if problems:
+            print(f"  missing: {', '.join(problems)}; first problem: {next(iter(problems.values()))}")
     return 0
 
 
@@ -111,10 +138,10 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _frame(args):
+def _frame(args, per_ood_set: bool = False):
     from bench.store import ResultStore
 
-    frame = ResultStore(args.out).frame()
+    frame = ResultStore(args.out).frame(per_ood_set=per_ood_set)
     for column in ("protocol", "scale"):
         wanted = getattr(args, column, None)
         if wanted and not frame.empty:
@@ -123,11 +150,16 @@ def _frame(args):
 
 
 def cmd_table(args) -> int:
-    from bench.reports import table1, table3
+    from bench.reports import cost_table, table1, table3, table_ood
 
     frame = _frame(args)
     methods = _csv(args.methods) if args.methods else None
-    builders = {"1": lambda: table1(frame, args.metric, methods, args.out), "3": lambda: table3(frame, methods, args.out)}
+    builders = {
+        "1": lambda: table1(frame, args.metric, methods, args.out),
+        "3": lambda: table3(frame, methods, args.out),
+        "cost": lambda: cost_table(frame, methods, args.out),
+        "ood": lambda: table_ood(_frame(args, per_ood_set=True), args.metric, methods, args.out),
+    }
     if args.number not in builders:
         raise BenchError(f"table {args.number} is not available; choose one of {', '.join(builders)}")
     print(builders[args.number]())
@@ -166,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="GPU fraction per job, e.g. 0.25 packs 4 per GPU (default: 1 with a GPU, else 0)")
     run.add_argument("--force", action="store_true", help="redo trials that already have results")
     run.add_argument("--retrain", action="store_true", help="retrain shared models even when cached")
+    run.add_argument("--skip-missing", action="store_true",
+                     help="leave out OOD sets whose data is missing (listed in the results) instead of failing")
     run.set_defaults(handler=cmd_run)
 
     evaluator = sub.add_parser("evaluate", help="score post-hoc methods on your own trained classifier")
@@ -190,8 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     lister.add_argument("what", choices=["methods", "protocols", "datasets", "models"])
     lister.set_defaults(handler=cmd_list)
 
+    data = sub.add_parser("data", help="which datasets are present, where they are looked for, how to obtain them")
+    data.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
+    data.add_argument("--datasets", type=_csv, help="comma list (default: every registered dataset)")
+    data.set_defaults(handler=cmd_data)
+
     table = sub.add_parser("table", help="print a paper table from stored results")
-    table.add_argument("number", help="1 (AUROC etc. per dataset and method) or 3 (execution time)")
+    table.add_argument("number", help="1 (AUROC etc. per dataset and method), 3 (execution time) or "
+                       "cost (a method's own seconds against its shared models') or ood (one row per OOD set)")
     table.add_argument("--metric", default="auroc", help="for table 1: auroc, fpr95, fpr95_oodpos, aupr_in, aupr_out, accuracy")
     table.add_argument("--methods", help="comma list: column order and filter")
     table.add_argument("--protocol")

@@ -15,8 +15,19 @@ STD_NOTE = "± is the sample std (ddof=1) over partitions of the per-partition m
 
 
 def _require(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The frame, unless it is empty or mixes two data definitions of one partition.
+
+    Two definitions of one partition (e.g. the two CIFAR+50s, or a run with a skipped OOD set
+    beside a full one) cannot share a mean: the table is refused.
+    """
     if frame.empty:
         raise BenchError(f"no results found in {where}; run `bench run ...` first, or pass --out to the folder it wrote")
+    if "data_key" in frame:
+        definitions = frame.dropna(subset=["data_key"]).groupby(["protocol", "dataset", "partition"])["data_key"].nunique()
+        mixed = [f"{p}/{d}/{part}" for (p, d, part), count in definitions.items() if count > 1]
+        if mixed:
+            raise BenchError(f"results in {where} mix different data definitions of {', '.join(mixed)} (another class "
+                             "split or other OOD sets); keep each definition in its own --out folder")
     return frame
 
 
@@ -59,6 +70,24 @@ def table1(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None
     return title + "\n\n" + tabulate(rows, headers=["dataset", "partitions", *order], tablefmt="github", disable_numparse=True)
 
 
+def table_ood(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None = None, where: str = "") -> str:
+    """One row per (dataset, OOD set), one column per method, as far-OOD papers report; needs a per-OOD-set frame."""
+    frame = _require(frame, where)
+    if metric not in frame or metric == "accuracy":
+        raise BenchError(f"unknown OOD metric {metric!r}; choose one of {', '.join(PERCENT_METRICS[:-1])}")
+    parts = frame.groupby(["protocol", "dataset", "ood_set", "method", "partition"], as_index=False)[metric].mean()
+    order = _method_order(parts, methods)
+    rows = []
+    for (protocol, dataset, ood_set), group in parts.groupby(["protocol", "dataset", "ood_set"], sort=False):
+        row = [f"{dataset} ({protocol})", ood_set]
+        for method in order:
+            values = group.loc[group["method"] == method, metric]
+            row.append(_cell(values, 100, 1) if len(values) else "")
+        rows.append(row)
+    title = f"{metric.upper()} (%) per OOD set — {STD_NOTE}; an empty cell: that set was not run (or was skipped)."
+    return title + "\n\n" + tabulate(rows, headers=["dataset", "OOD set", *order], tablefmt="github", disable_numparse=True)
+
+
 def table3(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "") -> str:
     """Minutes each method spends on a whole dataset: its fit and scoring plus every shared model it needs."""
     frame = _require(frame, where)
@@ -73,6 +102,26 @@ def table3(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "
              "each method is charged for training every shared model it uses (classifier, CVAE), "
              "even where the harness trained it once for several methods.")
     return title + "\n\n" + tabulate(rows, headers=["dataset", *order], tablefmt="github", disable_numparse=True)
+
+
+def cost_table(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "") -> str:
+    """Seconds per trial that a method spends itself (fit, scoring) against the shared models it uses."""
+    frame = _require(frame, where)
+    order = _method_order(frame, methods)
+    columns = ["fit_s", "score_s", "shared_s"]
+    means = frame.groupby(["protocol", "dataset", "method"])[columns].mean()
+    rows = []
+    for (protocol, dataset, method), row in means.iterrows():
+        if method in order:
+            own = row["fit_s"] + row["score_s"]
+            share = f"{100 * own / row['shared_s']:.1f}" if row["shared_s"] > 0 else ""
+            rows.append([f"{dataset} ({protocol})", method, f"{row['fit_s']:.2f}", f"{row['score_s']:.2f}",
+                         f"{own:.2f}", f"{row['shared_s']:.2f}", share])
+    rows.sort(key=lambda r: (r[0], order.index(r[1])))
+    title = ("Cost per trial (s, mean over partitions and seeds): what a method adds (fit + scoring the test sets) "
+             "on top of the shared models it uses (training time, paid once and shared).")
+    headers = ["dataset", "method", "fit", "score", "own", "shared models", "own / shared (%)"]
+    return title + "\n\n" + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def leaderboard(frame: pd.DataFrame, where: str = "") -> str:

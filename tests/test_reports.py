@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.reports import leaderboard, table1, table3
+from bench.reports import cost_table, leaderboard, table1, table3
 
 
 def _frame():
@@ -42,3 +42,11 @@ def test_leaderboard_ranks_by_auroc():
     lines = leaderboard(_frame()).splitlines()
     ranked = [line for line in lines if line.startswith("|") and ("alpha" in line or "beta" in line)]
     assert "alpha" in ranked[0] and "beta" in ranked[1]
+
+
+def test_cost_table_puts_a_methods_own_time_against_its_shared_models():
+    frame = _frame().assign(fit_s=[1.0, 3.0, 2.0, 2.0], score_s=[1.0, 1.0, 0.0, 0.0], shared_s=[40.0] * 4)
+    row = next(line for line in cost_table(frame).splitlines() if "| alpha" in line)
+    # alpha is rows 0 and 2: fit (1 + 2) / 2 = 1.5, score (1 + 0) / 2 = 0.5, own 2.0 of 40 s shared = 5.0 %
+    assert [cell.strip() for cell in row.strip("|").split("|")] == ["d (p)", "alpha", "1.50", "0.50", "2.00", "40.00",
+                                                                    "5.0"]
