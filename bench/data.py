@@ -1,8 +1,10 @@
 """The data layer: named datasets, held in memory as uint8 tensors.
 
-A dataset is registered by a module in `bench/datasets/` as a `DatasetSource`. Loading
-returns an `ImageSet`; protocols pick classes from it with `ImageSet.select`. Small
-datasets fit in memory (and on the GPU), so training never decodes images per step.
+A dataset is registered by a module in `bench/datasets/` as a `DatasetSource`. Its reader
+returns an `ImageSet` (arrays) or an `ImageFiles` listing (image folders and lists, decoded
+on first use and cached); `load_split` brings either to the shape a protocol asks for
+(`bench.preprocess`). Protocols pick classes with `ImageSet.select`. Small datasets fit in
+memory (and on the GPU), so training never decodes images per step.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from bench.errors import BenchError
+from bench.preprocess import Preprocess, decode_files
 from bench.registry import Registry
 
 DEFAULT_DATA_ROOT = Path("~/.cache/bench/data")
@@ -51,7 +54,7 @@ class ImageSet:
         size = max(int(self.labels.max()), *classes) + 1
         lookup = torch.full((size,), -1, dtype=torch.long)
         lookup[torch.as_tensor(list(classes), dtype=torch.long)] = torch.arange(len(classes))
-        mapped = lookup[self.labels]
+        mapped = torch.where(self.labels >= 0, lookup[self.labels.clamp(min=0)], -1)  # -1: unlabelled image
         keep = mapped >= 0
         return ImageSet(self.images[keep], mapped[keep])
 
@@ -62,22 +65,54 @@ class ImageSet:
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit]
         return ImageSet(self.images[order], self.labels[order])
 
+    def prepared(self, preprocess: Preprocess | None) -> "ImageSet":
+        """These images in `preprocess`'s shape (unchanged without one)."""
+        return ImageSet(preprocess.images(self.images), self.labels) if preprocess else self
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Image files and their labels (-1: no class), listed by a reader but not yet decoded.
+
+    `shape` is the images' own shape when they all share one (None when sizes vary, and
+    then a protocol must give a Preprocess); `cache` is where decoded arrays may be kept.
+    """
+
+    paths: Sequence[Path]
+    labels: Sequence[int]
+    shape: tuple[int, int, int] | None
+    cache: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def prepared(self, preprocess: Preprocess | None) -> ImageSet:
+        """Decode (or read from the cache) in `preprocess`'s shape, else in the files' own shape."""
+        if preprocess is None and self.shape is None:
+            raise BenchError(f"images listed with {self.cache or 'this set'} vary in size; a protocol must resize them")
+        preprocess = preprocess or Preprocess.to_shape(self.shape)
+        images = decode_files(self.paths, self.labels, preprocess, self.cache)
+        return ImageSet(torch.from_numpy(images), torch.as_tensor(list(self.labels), dtype=torch.int64))
+
 
 @dataclass(frozen=True)
 class DatasetSource:
     """How to find and read one dataset.
 
-    `load(root, split)` returns an ImageSet or raises BenchError naming what is missing.
-    `how_to_obtain` is shown in that error and by `bench list datasets`. `train_augment`
-    turns on random crop + flip for classifiers trained on it (natural images, not digits).
+    `load(root, split)` returns an ImageSet or ImageFiles, or raises BenchError naming what
+    is missing. `locations(root)` are the places it is looked for and `how_to_obtain` how to
+    get it; both are shown by `bench data`. `image_shape` is None for sets whose images vary
+    in size. `train_augment` turns on random crop + flip for classifiers trained on it
+    (natural images, not digits).
     """
 
     name: str
     num_classes: int
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, int, int] | None
     splits: tuple[str, ...]
-    load: Callable[[Path, str], ImageSet]
+    load: Callable[[Path, str], "ImageSet | ImageFiles"]
     how_to_obtain: str
+    locations: Callable[[Path], Sequence[Path]]
     description: str = ""
     train_augment: bool = False
 
@@ -89,14 +124,20 @@ def register_dataset(source: DatasetSource) -> DatasetSource:
     return DATASETS.register(source.name, source)
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(name: str, root: str, split: str) -> ImageSet:
-    return DATASETS.get(name).load(Path(root), split)
+@functools.lru_cache(maxsize=16)
+def _load_cached(name: str, root: str, split: str, preprocess: Preprocess | None) -> ImageSet:
+    return read_split(name, split, root).prepared(preprocess)
 
 
-def load_split(name: str, split: str, root: str | os.PathLike | None = None) -> ImageSet:
-    """Load one split of a registered dataset (memoised per process)."""
+def read_split(name: str, split: str, root: str | os.PathLike | None = None) -> "ImageSet | ImageFiles":
+    """What the dataset's reader returns, undecoded: enough to count images cheaply."""
     source = DATASETS.get(name)
     if split not in source.splits:
         raise BenchError(f"dataset {name!r} has no split {split!r}; it has {', '.join(source.splits)}")
-    return _load_cached(name, str(data_root(root)), split)
+    return source.load(data_root(root), split)
+
+
+def load_split(name: str, split: str, root: str | os.PathLike | None = None,
+               preprocess: Preprocess | None = None) -> ImageSet:
+    """Load one split of a registered dataset, in `preprocess`'s shape if given (memoised per process)."""
+    return _load_cached(name, str(data_root(root)), split, preprocess)

@@ -147,7 +147,6 @@ def load_checkpoint(path: str | Path, arch: str, task, width: int | None = None)
     `arch` is a bench backbone (the checkpoint is a `bench.nets.Classifier` state dict, as in
     the model cache) or `torchvision.<name>`, built with num_classes = the task's classes.
     """
-    from bench.data import DATASETS
     from bench.nets import BACKBONES, Classifier, build_backbone
 
     path = Path(path)
@@ -161,7 +160,7 @@ def load_checkpoint(path: str | Path, arch: str, task, width: int | None = None)
             raise BenchError(f"torchvision has no model {arch.removeprefix('torchvision.')!r}")
         model = builder(num_classes=task.num_classes)
     else:
-        channels, size, _ = DATASETS.get(task.dataset).image_shape
+        channels, size, _ = task.image_shape
         BACKBONES.get(arch)  # an unknown name gets the registry's one-line error
         model = Classifier(build_backbone(arch, channels, size, width), task.num_classes)
     try:

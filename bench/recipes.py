@@ -2,7 +2,8 @@
 
 - smoke: seconds on a CPU, for tests (subsets of the data, one epoch);
 - small: a whole Fashion-MNIST Setting 1 run in minutes on 2 CPU cores;
-- paper: the CMG paper's backbones and schedules (SPEC.md section 3), for GPUs.
+- paper: the CMG paper's backbones and schedules (SPEC.md section 3) and MOODCAT's widths
+  and optimisers (SPEC.md section 4), for GPUs.
 
 A recipe is part of every cache key, so changing one retrains what depends on it.
 """
@@ -28,6 +29,38 @@ class StageOne:
 
 
 @dataclass(frozen=True)
+class GanStage:
+    """How MOODCAT's generator (encoder + decoder) is trained against its U-Net discriminator."""
+
+    width: int  # channel multiplier of encoder and decoder (32 in the released code)
+    disc_width: int  # channel multiplier of the discriminator (32)
+    epochs: int
+    batch_size: int  # 96 in the paper
+    g_lr: float  # encoder + decoder, Adam betas (0, 0.999); 5e-5 in the code
+    d_lr: float  # discriminator; 2e-4 in the code
+    cutmix_rampup: float  # epochs over which the CutMix probability rises from 0 to 0.5 (200)
+    max_images: int | None = None  # images per epoch (None: all); keeps the smoke scale at seconds
+
+
+@dataclass(frozen=True)
+class PairStage:
+    """How MOODCAT's conditional binary classifier C_b is trained (its code is not released)."""
+
+    width: int  # 64 channels in the released network
+    epochs: int
+    batch_size: int
+    lr: float
+    max_images: int | None = None
+
+
+@dataclass(frozen=True)
+class MoodcatRecipe:
+    generator: GanStage
+    pair_classifier: PairStage
+    holdout: float  # fraction of ID training images kept out of both, for calibrating the scores
+
+
+@dataclass(frozen=True)
 class Recipe:
     scale: str
     classifier: StageOne
@@ -37,6 +70,7 @@ class Recipe:
     finetune_batch: int
     train_limit: int | None
     test_limit: int | None
+    moodcat: MoodcatRecipe | None = None
 
     def describe(self) -> dict:
         return asdict(self)
@@ -44,7 +78,23 @@ class Recipe:
 
 def _recipe(scale, classifier, cvae, finetune_epochs=10, train_limit=None, test_limit=None) -> Recipe:
     return Recipe(scale, classifier, cvae, finetune_epochs=finetune_epochs, finetune_lr=1e-4,
-                  finetune_batch=128, train_limit=train_limit, test_limit=test_limit)
+                  finetune_batch=128, train_limit=train_limit, test_limit=test_limit,
+                  moodcat=MOODCAT_RECIPES[scale])
+
+
+# MOODCAT per scale. paper: the released code's widths (32 / 32 / 64), batch 96 and learning
+# rates; its epoch counts are not given (SPEC.md only says CutMix ramps up over 200 epochs),
+# so 400 generator epochs and C_b's whole schedule are our choice. small: width 4 (C_b 8),
+# 16,000 images (250 batches) each, lr 2e-4 for G (5e-5 learns too little in so few steps):
+# a few minutes per Fashion-MNIST partition on one core; smoke: a few batches.
+MOODCAT_RECIPES = {
+    "smoke": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=384),
+                           PairStage(8, 1, 64, 2e-4, max_images=384), holdout=0.1),
+    "small": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=16000),
+                           PairStage(8, 1, 64, 2e-4, max_images=16000), holdout=0.1),
+    "paper": MoodcatRecipe(GanStage(32, 32, 400, 96, 5e-5, 2e-4, cutmix_rampup=200), PairStage(64, 20, 96, 2e-4),
+                           holdout=0.1),
+}
 
 
 # Keyed by (image family, scale). Stage 2 always uses Adam 1e-4 with 128 ID + 128 pseudo-OOD

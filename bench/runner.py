@@ -87,8 +87,8 @@ class Trial:
 
 
 def task_recipe(task: Task, scale: str) -> Recipe:
-    source = DATASETS.get(task.dataset)
-    return recipe_for(scale, source.image_shape, augment=source.train_augment)
+    source = DATASETS.get(task.id_train.dataset)
+    return recipe_for(scale, task.image_shape, augment=source.train_augment)
 
 
 def plan(tasks: list[Task], methods: list[MethodSpec], seeds: list[int], scale: str) -> tuple[list[Trial], dict]:
@@ -119,7 +119,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def load_ref(ref: DataRef, settings: Settings, limit: int | None, seed: int):
-    return load_split(ref.dataset, ref.split, settings.data_root).select(ref.classes).subset(limit, seed)
+    data = load_split(ref.dataset, ref.split, settings.data_root, ref.preprocess)
+    return data.select(ref.classes).subset(limit, seed)
 
 
 def build_cached(kind: str, key: str, task: Task, recipe: Recipe, settings: Settings) -> torch.nn.Module:
@@ -145,7 +146,8 @@ def train_shared_model(job: ModelJob, settings: Settings, *_dependencies) -> dic
     log.info("training %s for %s (seed %d, %d images) on %s", job.kind, job.task.name, job.seed, len(train), device)
     start = time.perf_counter()
     model = spec.build(job.task, job.recipe).to(device)
-    model = spec.train(model, TrainInputs(job.task, train, job.recipe, device, generator, dependencies))
+    model = spec.train(model, TrainInputs(job.task, train, job.recipe, device, generator, dependencies, job.seed,
+                                          settings.data_root))
     seconds = time.perf_counter() - start
     meta = {
         "kind": job.kind, "key": job.key, "task": job.task.name, "seed": job.seed,
@@ -196,16 +198,20 @@ def score_task(method, task: Task, settings: Settings, limit: int | None, seed: 
     start = time.perf_counter()
     id_test = load_ref(task.id_test, settings, limit, seed)
     id_scores, predicted = _predict_all(method, id_test.images, device)
-    ood_scores = {
-        name: _predict_all(method, load_ref(ref, settings, limit, seed).images, device)[0]
-        for name, ref in task.ood_tests.items()
-    }
+    per_set, sizes = {}, {"id_test": len(id_test)}
+    for name, ref in task.ood_tests.items():
+        data = load_ref(ref, settings, limit, seed)
+        scores = _predict_all(method, data.images, device)[0]
+        is_ood = ref.ood_mask(data.labels.numpy())
+        metrics = ood_metrics(np.concatenate([id_scores, scores[~is_ood]]), scores[is_ood])
+        per_set[name] = {**metrics, "n_ood": int(is_ood.sum())}
+        if ref.labelled_is_id:
+            per_set[name]["n_counted_as_id"] = int((~is_ood).sum())
+        sizes[name] = len(data)
     seconds = time.perf_counter() - start
-    per_set = {name: {**ood_metrics(id_scores, scores), "n_ood": len(scores)} for name, scores in ood_scores.items()}
-    metric_names = [key for key in next(iter(per_set.values())) if key != "n_ood"]
+    metric_names = list(metrics)
     summary = {name: float(np.mean([m[name] for m in per_set.values()])) for name in metric_names}
     summary["accuracy"] = accuracy(predicted, id_test.labels.numpy())
-    sizes = {"id_test": len(id_test), **{name: len(scores) for name, scores in ood_scores.items()}}
     return Scores(summary, per_set, sizes, seconds)
 
 
@@ -238,6 +244,8 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
         "scale": recipe.scale,
         "recipe": recipe.describe(),
         "data": {"id_train": len(train), **scores.sizes},
+        "data_key": content_key([ref.describe() for ref in task.data_refs()]),
+        "skipped_ood_sets": list(task.skipped_ood_sets),
         "metrics": scores.metrics,
         "ood_sets": scores.ood_sets,
         "timing": {
@@ -256,16 +264,37 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
     return {"name": trial.name, "auroc": scores.metrics["auroc"], "seconds": fit_seconds + scores.seconds}
 
 
-def check_data(tasks: list[Task], settings: Settings) -> None:
-    """Fail before any training when a dataset is missing, naming every missing one."""
-    problems = []
-    for dataset, split in sorted({(ref.dataset, ref.split) for task in tasks for ref in task.data_refs()}):
+def _loadable(ref: DataRef) -> tuple:
+    """What loading a ref depends on (classes are picked afterwards), so each set is checked once."""
+    return ref.dataset, ref.split, ref.preprocess
+
+
+def check_data(tasks: list[Task], settings: Settings, skip_missing: bool = False) -> list[Task]:
+    """The tasks, once every set they need loads; fail before any training otherwise.
+
+    The error names every missing set at once. With `skip_missing`, missing OOD sets are
+    dropped from their tasks (and recorded as skipped) instead; missing ID data still fails.
+    """
+    problems = {}
+    for loadable in dict.fromkeys(_loadable(ref) for task in tasks for ref in task.data_refs()):
         try:
-            load_split(dataset, split, settings.data_root)
+            load_split(*loadable[:2], settings.data_root, loadable[2])
         except BenchError as err:
-            problems.append(str(err))
-    if problems:
-        raise BenchError(" | ".join(dict.fromkeys(problems)))
+            problems[loadable] = str(err)
+    if not problems:
+        return tasks
+    fatal = [problems[_loadable(ref)] for task in tasks for ref in task.required_refs() if _loadable(ref) in problems]
+    if not skip_missing or fatal:
+        raise BenchError(" | ".join(dict.fromkeys(fatal if skip_missing else problems.values())))
+    ready = [task.without([name for name, ref in task.ood_tests.items() if _loadable(ref) in problems])
+             for task in tasks]
+    empty = [task.name for task in ready if not task.ood_tests]
+    if empty:
+        raise BenchError(f"no OOD set of {', '.join(empty)} is present: " + " | ".join(dict.fromkeys(problems.values())))
+    for task in ready:
+        if task.skipped_ood_sets:
+            log.warning("%s: skipping missing OOD sets %s", task.name, ", ".join(task.skipped_ood_sets))
+    return ready
 
 
 class LocalExecutor:
@@ -355,8 +384,11 @@ def _check_resources(settings: Settings) -> None:
 
 
 def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=None, seeds=(0,), scale="small",
-        executor="ray", force=False, settings: Settings) -> dict:
-    """Run every pending trial; return counts. Raises BenchError for anything the user can fix."""
+        executor="ray", force=False, skip_missing=False, settings: Settings) -> dict:
+    """Run every pending trial; return counts (and OOD sets skipped for missing data, by task).
+
+    Raises BenchError for anything the user can fix.
+    """
     if executor not in EXECUTORS:
         raise BenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if settings.cpus_per_trial is None:
@@ -369,12 +401,20 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
     store = ResultStore(settings.out)
     store.ensure_writable()
     pending = [t for t in trials if force or not store.has(t.trial_id)]
-    skipped = len(trials) - len(pending)
+    total, skipped = len(trials), len(trials) - len(pending)
     if skipped:
         log.info("%d of %d trials already have results in %s (use --force to redo them)", skipped, len(trials), store.trials)
     if not pending:
         return {"trials": len(trials), "ran": 0, "skipped": skipped}
-    check_data([t.task for t in pending], settings)
+    pending_tasks = list({t.task.name: t.task for t in pending}.values())
+    ready = check_data(pending_tasks, settings, skip_missing)
+    skipped_sets = {task.name: list(task.skipped_ood_sets) for task in ready if task.skipped_ood_sets}
+    if skipped_sets:  # fewer OOD sets make other trials: plan the pending ones again
+        wanted = {(t.task.name, t.seed, t.method) for t in pending}
+        trials, jobs = plan(ready, methods, list(seeds), scale)
+        pending = [t for t in trials if (t.task.name, t.seed, t.method) in wanted
+                   and (force or not store.has(t.trial_id))]
+        skipped = total - len(pending)
     todo = _jobs_to_train(pending, jobs, ModelCache(settings.cache), settings.retrain)
     log.info("%d trials to run, %d shared models to train, executor %s", len(pending), len(todo), executor)
     done = 0
@@ -385,4 +425,5 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
         log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), result["name"], result["auroc"], result["seconds"])
 
     EXECUTORS[executor]().run(todo, pending, settings, report)
-    return {"trials": len(trials), "ran": len(pending), "skipped": skipped, "trained": len(todo)}
+    summary = {"trials": total, "ran": len(pending), "skipped": skipped, "trained": len(todo)}
+    return {**summary, "skipped_ood_sets": skipped_sets} if skipped_sets else summary

@@ -30,6 +30,8 @@ class TrainInputs:
     device: torch.device
     generator: torch.Generator
     dependencies: dict[str, torch.nn.Module]
+    seed: int
+    data_root: str | None = None  # where any other dataset a model trains on is read from
 
     def fit(self, model: torch.nn.Module, stage, loss_fn, transform, name: str) -> torch.nn.Module:
         """Train `model` on the ID training data with one stage of the recipe (epochs, batch, lr)."""

@@ -178,7 +178,8 @@ class ResultStore:
 
         rows = []
         for record in self.latest():
-            base = {"trial_id": record["trial_id"], **{key: record[key] for key in IDENTITY}}
+            base = {"trial_id": record["trial_id"], "data_key": record.get("data_key"),
+                    **{key: record[key] for key in IDENTITY}}
             base.update(record["timing"]["summary"])
             if per_ood_set:
                 for ood_set, metrics in record["ood_sets"].items():

@@ -63,9 +63,10 @@ def test_list_commands(capsys):
     assert "fashion_mnist" in capsys.readouterr().out
 
 
-def test_moodcat_is_reported_as_not_implemented(capsys):
-    line = _error(capsys, ["run", "--methods", "cmg_e,moodcat", "--protocol", "setting1"])
-    assert "'moodcat' is not implemented" in line and "cmg_e" in line and "softmax" in line
+def test_an_unknown_method_is_reported_with_the_implemented_ones(capsys):
+    line = _error(capsys, ["run", "--methods", "cmg_e,moodcats", "--protocol", "setting1"])
+    assert "'moodcats' is not implemented" in line and "Did you mean" in line and "moodcat" in line
+    assert "softmax" in line
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -128,7 +129,7 @@ def test_empty_store_says_how_to_fill_it(capsys, tmp_path):
 
 def test_python_dash_m_entry_point_and_exit_status(tmp_path):
     """The real process: exit status 2 and no traceback for a bad method."""
-    result = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "moodcat", "--protocol", "setting1"],
+    result = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "nosuch", "--protocol", "setting1"],
                             capture_output=True, text=True, env={**os.environ, "BENCH_DOWNLOAD": "0"})
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr and "moodcat" in result.stderr
+    assert "Traceback" not in result.stderr and "nosuch" in result.stderr

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from bench.data import DATASETS, ImageSet, load_split
-from bench.datasets import tinyimagenet
 from bench.datasets.fashion_mnist import DEBIAN_FOLDER
 from bench.errors import BenchError
 
@@ -140,26 +139,27 @@ def _check_tiny(data: ImageSet, labels: np.ndarray) -> None:
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_tinyimagenet_labels_cache_and_recovery(tmp_path, monkeypatch, split):
+    from bench import preprocess
+
     labels = _fake_tinyimagenet(tmp_path)[split]
     load = DATASETS.get("tinyimagenet").load
-    _check_tiny(load(tmp_path, split), labels)
-    cache = tmp_path / "tiny-imagenet-200" / f"bench-cache-{split}.npz"
-    assert cache.is_file()
+    _check_tiny(load(tmp_path, split).prepared(None), labels)
+    (cache,) = (tmp_path / "tiny-imagenet-200").glob(f"bench-cache-{split}-*.npz")
     assert not [p for p in cache.parent.iterdir() if p.name.endswith(".tmp")]
 
-    real_decode = tinyimagenet._decode
+    real_decode = preprocess.decode
 
-    def refuse(path):
+    def refuse(path, _preprocess):
         raise AssertionError(f"decoded {path} although a valid cache exists")
 
-    monkeypatch.setattr(tinyimagenet, "_decode", refuse)
-    _check_tiny(load(tmp_path, split), labels)
+    monkeypatch.setattr(preprocess, "decode", refuse)
+    _check_tiny(load(tmp_path, split).prepared(None), labels)
 
     cache.write_bytes(b"PK\x03\x04 not really a zip file")
-    monkeypatch.setattr(tinyimagenet, "_decode", real_decode)
-    _check_tiny(load(tmp_path, split), labels)
+    monkeypatch.setattr(preprocess, "decode", real_decode)
+    _check_tiny(load(tmp_path, split).prepared(None), labels)
     with np.load(cache) as rewritten:
-        assert rewritten["labels"].tolist() == labels.tolist()
+        assert rewritten["images"].shape == (len(labels), 3, 64, 64)
 
 
 def test_tinyimagenet_missing_names_folder(tmp_path):
@@ -172,5 +172,31 @@ def test_tinyimagenet_missing_names_folder(tmp_path):
 def test_every_dataset_declares_its_shape():
     for name, source in DATASETS.items():
         assert source.splits and source.how_to_obtain, name
-        assert len(source.image_shape) == 3, name
+        assert source.image_shape is None or len(source.image_shape) == 3, name
+        assert all(isinstance(place, Path) for place in source.locations(Path("/data"))), name
     assert {"fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "tinyimagenet"} <= set(DATASETS.names())
+
+
+def test_image_lists_and_folders_fail_in_one_line(tmp_path):
+    from PIL import Image
+
+    from bench.datasets._common import image_folder, image_list
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(images / "a.png")
+    good = tmp_path / "good.txt"
+    good.write_text("a.png {'label': 2, 'sc_label': -1}\na.png 4\n")  # the released code also accepts a bare int
+    assert list(image_list(good, images, "label", "demo", "get it").labels) == [2, 4]
+    for text, expected in (("a.png {'label': 2}\n", "cannot read a 'sc_label'"),
+                           ("b.png {'sc_label': 1}\n", str(images))):
+        bad = tmp_path / "bad.txt"
+        bad.write_text(text)
+        with pytest.raises(BenchError, match=expected) as caught:
+            image_list(bad, images, "sc_label", "demo", "get it")
+        assert "\n" not in str(caught.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchError, match="no image files"):
+        image_folder(tmp_path / "empty", "demo", "get it", (3, 32, 32))
+    with pytest.raises(BenchError, match="vary in size"):
+        image_list(good, images, "label", "demo", "get it").prepared(None)

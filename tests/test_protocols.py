@@ -84,3 +84,79 @@ def test_setting1_runs_on_64x64_colour_data(tmp_path):
     records = ResultStore(settings.out).records()
     assert {r["data"]["id_train"] for r in records} == {60}
     assert {r["data"]["unknown_classes"] for r in records} == {180}
+
+
+# The class splits of SPEC.md section 2, written out again so that a typo in a protocol file shows.
+OSR_UNKNOWN = [[3, 6, 7, 8], [1, 2, 4, 6], [2, 3, 4, 9], [0, 1, 2, 6], [4, 5, 6, 9]]
+PLUS10_UNKNOWN = [[26, 31, 34, 44, 45, 63, 65, 77, 93, 98], [7, 11, 66, 75, 77, 93, 95, 97, 98, 99],
+                  [2, 11, 15, 24, 32, 34, 63, 88, 93, 95], [1, 11, 38, 42, 44, 45, 63, 64, 66, 67],
+                  [3, 15, 19, 21, 42, 46, 66, 72, 78, 98]]
+CIFAR100_ANIMAL_SUPERCLASSES = {  # fine-label indices of CIFAR-100's ten animal superclasses
+    "aquatic mammals": [4, 30, 55, 72, 95], "fish": [1, 32, 67, 73, 91], "insects": [6, 7, 14, 18, 24],
+    "large carnivores": [3, 42, 43, 88, 97], "large omnivores and herbivores": [15, 19, 21, 31, 38],
+    "medium mammals": [34, 63, 64, 66, 75], "non-insect invertebrates": [26, 45, 77, 79, 99],
+    "people": [2, 11, 35, 46, 98], "reptiles": [27, 29, 44, 78, 93], "small mammals": [36, 50, 65, 74, 80],
+}
+
+
+def test_osr_cifar6_splits_are_the_literatures():
+    tasks = PROTOCOLS.get("osr_cifar6").tasks()
+    assert [t.partition for t in tasks] == [f"split{i}" for i in range(5)]
+    for task, unknown in zip(tasks, OSR_UNKNOWN):
+        assert list(task.ood_tests["unknown_classes"].classes) == unknown
+        assert list(task.id_train.classes) == [c for c in range(10) if c not in unknown] and task.num_classes == 6
+
+
+def test_cifar_plus_splits():
+    plus10 = PROTOCOLS.get("cifar_plus10").tasks()
+    assert len(plus10) == 5
+    for task, unknown in zip(plus10, PLUS10_UNKNOWN):
+        assert task.id_train == task.id_train.__class__("cifar10", "train", (0, 1, 8, 9)) and task.num_classes == 4
+        ood = task.ood_tests["unknown_classes"]
+        assert (ood.dataset, ood.split, list(ood.classes)) == ("cifar100", "test", unknown)
+    (plus50,) = PROTOCOLS.get("cifar_plus50").tasks()
+    animals = sorted(c for classes in CIFAR100_ANIMAL_SUPERCLASSES.values() for c in classes)
+    assert sorted(plus50.ood_tests["unknown_classes"].classes) == animals and len(animals) == 50
+    assert plus50.ood_tests["unknown_classes"].dataset == "cifar100" and plus50.id_train.classes == (0, 1, 8, 9)
+    assert all(set(unknown) <= set(animals) for unknown in PLUS10_UNKNOWN)  # both draw from the same 50 animals
+    import protocols.cifar_plus
+
+    assert "Neal" in protocols.cifar_plus.__doc__ and "CAC" in protocols.cifar_plus.__doc__  # its source is named
+
+
+def test_far_ood_protocols_name_the_papers_sets():
+    setting2 = {t.dataset: t for t in PROTOCOLS.get("setting2").tasks()}
+    common = ["svhn", "lsun_resize", "lsun_fix", "tinyimagenet_resize", "imagenet_fix"]
+    assert list(setting2["cifar10"].ood_tests) == [*common, "cifar100"]
+    assert list(setting2["cifar100"].ood_tests) == [*common, "cifar10"]
+    fix = setting2["cifar10"].ood_tests["lsun_fix"].preprocess
+    assert (fix.resize, fix.crop, fix.size) == (256, 256, 32)
+    assert setting2["cifar100"].num_classes == 100 and setting2["cifar10"].id_train.classes is None
+    for name in ("scood", "scood_label"):
+        tasks = {t.dataset: t for t in PROTOCOLS.get(name).tasks()}
+        assert sorted(tasks["cifar10"].ood_tests) == sorted(["svhn", "cifar100", "tin", "texture", "lsun", "places365"])
+        assert tasks["cifar10"].extra_train.split == "train_tin"
+        assert all(ref.labelled_is_id == (name == "scood") for ref in tasks["cifar10"].ood_tests.values())
+    (far,) = PROTOCOLS.get("far_fmnist").tasks()
+    assert far.num_classes == 10 and far.image_shape == (1, 28, 28)
+    assert {ref.preprocess.shape for ref in far.ood_tests.values()} == {(1, 28, 28)}
+
+
+def test_setting1_trial_data_is_described_as_before():
+    """Options a ref does not use stay out of describe(), so Setting 1's trial ids did not change."""
+    task = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5"])[0]
+    assert [ref.describe() for ref in task.data_refs()] == [
+        {"dataset": "fashion_mnist", "split": "train", "classes": [0, 1, 2, 3, 4, 5]},
+        {"dataset": "fashion_mnist", "split": "test", "classes": [0, 1, 2, 3, 4, 5]},
+        {"dataset": "fashion_mnist", "split": "test", "classes": [6, 7, 8, 9]},
+    ]
+
+
+def test_every_task_is_named_after_a_dataset_of_its_id_shape():
+    """Shared models size their networks from `task.dataset`; it must have the ID images' shape."""
+    from bench.data import DATASETS
+
+    for name, protocol in PROTOCOLS.items():
+        for task in protocol.tasks():
+            assert DATASETS.get(task.dataset).image_shape == task.image_shape, task.name
+            assert len({task.name for task in protocol.tasks()}) == len(protocol.tasks()), name

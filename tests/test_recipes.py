@@ -44,3 +44,13 @@ def test_smoke_is_a_subset_and_small_uses_all_data():
 def test_unknown_scale():
     with pytest.raises(BenchError, match="unknown scale 'medium'"):
         recipe_for("medium", (1, 28, 28))
+
+
+def test_moodcat_recipes_follow_the_released_code_at_paper_scale():
+    paper = recipe_for("paper", (3, 32, 32)).moodcat
+    assert (paper.generator.width, paper.generator.disc_width, paper.pair_classifier.width) == (32, 32, 64)
+    assert (paper.generator.batch_size, paper.generator.g_lr, paper.generator.d_lr) == (96, 5e-5, 2e-4)
+    assert paper.generator.cutmix_rampup == 200
+    for scale in ("smoke", "small"):
+        recipe = recipe_for(scale, (1, 28, 28)).moodcat
+        assert recipe.generator.width < paper.generator.width and 0 < recipe.holdout < 1

@@ -26,6 +26,7 @@ def _source(name: str, tv_class: str, folder: str, url: str, num_classes: int, d
         splits=("train", "test"),
         load=load,
         how_to_obtain=how_to_obtain,
+        locations=lambda root: (root / folder,),
         description=description,
         train_augment=True,
     )

@@ -28,6 +28,7 @@ register_dataset(
         splits=("train", "test"),
         load=_load,
         how_to_obtain=HOW_TO_OBTAIN,
+        locations=lambda root: (root / "FashionMNIST" / "raw", DEBIAN_FOLDER),
         description="Fashion-MNIST clothing articles, 28x28 grey (60000 train / 10000 test)",
     )
 )

@@ -25,6 +25,7 @@ register_dataset(
         splits=("train", "test"),
         load=_load,
         how_to_obtain=HOW_TO_OBTAIN,
+        locations=lambda root: (root / "MNIST" / "raw",),
         description="MNIST handwritten digits, 28x28 grey (60000 train / 10000 test)",
     )
 )

@@ -27,6 +27,7 @@ register_dataset(
         splits=("train", "test"),
         load=_load,
         how_to_obtain=HOW_TO_OBTAIN,
+        locations=lambda root: (root / "svhn",),
         description="SVHN cropped house-number digits, 32x32 RGB (73257 train / 26032 test)",
     )
 )

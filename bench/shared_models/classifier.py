@@ -6,14 +6,13 @@ Every post-hoc method scores it, and CMG fine-tunes its head, so it is trained o
 import torch.nn.functional as F
 
 from bench.augment import random_crop_flip
-from bench.data import DATASETS
 from bench.method import to_float
 from bench.nets import Classifier, build_backbone
 from bench.shared import SharedModel, TrainInputs, register_shared_model
 
 
 def build(task, recipe):
-    channels, size, _ = DATASETS.get(task.dataset).image_shape
+    channels, size, _ = task.image_shape
     backbone = build_backbone(recipe.classifier.arch, channels, size, recipe.classifier.width)
     return Classifier(backbone, task.num_classes)
 

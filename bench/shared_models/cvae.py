@@ -1,12 +1,11 @@
 """The class-conditional VAE that CMG decodes pseudo-OOD images from, trained on ID data."""
-from bench.data import DATASETS
 from bench.cvae import CVAE
 from bench.method import to_float
 from bench.shared import SharedModel, TrainInputs, register_shared_model
 
 
 def build(task, recipe):
-    channels, size, _ = DATASETS.get(task.dataset).image_shape
+    channels, size, _ = task.image_shape
     return CVAE(channels, size, task.num_classes, arch=recipe.cvae.arch, width=recipe.cvae.width)
 
 
