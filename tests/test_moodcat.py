@@ -226,3 +226,21 @@ def test_recipe_enters_the_cache_keys(smoke_task):
     held_out = dataclasses.replace(recipe, moodcat=dataclasses.replace(recipe.moodcat, holdout=0.2))
     pair = SHARED_MODELS.get("moodcat_cb")
     assert pair.key(smoke_task, recipe, 0, {}) != pair.key(smoke_task, held_out, 0, {})
+
+
+def test_cli_runs_moodcat_and_an_ablation_charging_their_own_shared_models(tmp_path, capsys):
+    import json
+
+    from bench.cli import main
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    status = main(["run", "--methods", "moodcat,moodcat[conditional=False]", "--protocol", "setting1",
+                   "--datasets", "fashion_mnist", "--partitions", "0-5", "--scale", "smoke", "--executor", "local",
+                   "--out", str(out), "--cache", str(cache)])
+    assert status == 0
+    records = {r["method"]: r for r in (json.loads(p.read_text()) for p in (out / "trials").glob("*.json"))}
+    assert set(records["moodcat"]["timing"]["shared_models"]) == {"classifier", "moodcat_generator", "moodcat_cb"}
+    assert set(records["moodcat[conditional=False]"]["timing"]["shared_models"]) == {
+        "classifier", "moodcat_generator_uncond", "moodcat_cb_uncond"}
+    assert len(list((cache / "classifier").iterdir())) == 1  # both share the one ID classifier
+    assert "moodcat[conditional=False]" in capsys.readouterr().out
