@@ -77,6 +77,7 @@ def cmd_data(args) -> int:
         print(f"  looked in: {', '.join(str(place) for place in source.locations(root)) or 'nowhere (generated)'}")
         if counts:
             print(f"  images: {', '.join(f'{split} {count}' for split, count in counts.items())}")
+        print(f"  how to obtain: {source.how_to_obtain}")
         if problems:
             print(f"  missing: {', '.join(problems)}; first problem: {next(iter(problems.values()))}")
     return 0

@@ -203,6 +203,7 @@ def test_bench_data_says_what_is_present(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("scood_cifar10: present")
     assert "train_cifar10 20" in lines[2] and "test_tin 4" in lines[2]
+    assert lines[3].startswith("  how to obtain:") and "scood_benchmark" in lines[3]  # said for present sets too
     lsun = lines.index(next(line for line in lines if line.startswith("lsun_fix: absent")))
     assert str(tmp_path / "LSUN_fix") in lines[lsun + 1] and "CSI" in lines[lsun + 2]
     assert any(line.startswith("noise_uniform: present") for line in lines)
