@@ -6,8 +6,8 @@ What the model must provide:
   normalisation in `normalize=(mean, std)`: the harness feeds [0, 1] pixels.
 - Feature-based methods (Mahalanobis, ReAct, KNN, ...) also need the penultimate features
   and the linear layer that maps them to logits. Either the model has
-  `forward_features(x) -> (logits, features)` and a `final_layer` attribute (as
-  `bench.nets.Classifier` does), or its last `nn.Linear` module produces the logits, as in
+  `forward_features(x) -> (logits, features)` and a `final_layer` attribute (the contract
+  of `bench.nets.contract`), or its last `nn.Linear` module produces the logits, as in
   torchvision's ResNets (`fc`) and VGGs (`classifier[-1]`); its input is then captured with
   a forward hook. Both are checked on two training images before anything is scored.
 """
@@ -23,63 +23,9 @@ from torch import nn
 
 from bench.errors import BenchError
 from bench.method import FitContext, MethodSpec, parse_methods, to_float
+from bench.nets.contract import as_feature_classifier
 
 log = logging.getLogger(__name__)
-
-
-class FeatureClassifier(nn.Module):
-    """A user's model seen through the interface post-hoc methods use: logits and penultimate features."""
-
-    def __init__(self, model: nn.Module, final_layer: nn.Linear, native: bool, normalize=None):
-        super().__init__()
-        self.model, self._final_layer, self.native = model, final_layer, native
-        mean, std = normalize if normalize is not None else (0.0, 1.0)
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float).view(1, -1, 1, 1))
-
-    @property
-    def final_layer(self) -> nn.Linear:
-        return self._final_layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
-
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (x - self.mean) / self.std
-        if self.native:
-            return self.model.forward_features(x)
-        captured = []
-        handle = self._final_layer.register_forward_hook(lambda _module, inputs, _output: captured.append(inputs[0]))
-        try:
-            logits = self.model(x)
-        finally:
-            handle.remove()
-        return logits, captured[-1].flatten(1)
-
-
-def as_feature_classifier(model: nn.Module, probe: torch.Tensor, num_classes: int, normalize=None) -> FeatureClassifier:
-    """Wrap `model` and check on `probe` images that logits and features are what methods expect."""
-    native = callable(getattr(model, "forward_features", None)) and isinstance(getattr(model, "final_layer", None),
-                                                                               nn.Linear)
-    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    if not native and not linears:
-        raise BenchError("the model has no nn.Linear layer to read penultimate features from; give it "
-                         "forward_features(x) -> (logits, features) and a final_layer attribute")
-    wrapped = FeatureClassifier(model, model.final_layer if native else linears[-1], native, normalize).eval()
-    wrapped.to(probe.device)
-    try:
-        with torch.no_grad():
-            logits, features = wrapped.forward_features(probe)
-    except (RuntimeError, ValueError, TypeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BenchError(f"the model fails on images of shape {tuple(probe.shape[1:])} in [0, 1]: {first_line}") from None
-    if logits.ndim != 2 or logits.shape[1] != num_classes:
-        raise BenchError(f"the model gives outputs of shape {tuple(logits.shape[1:])}; this task needs "
-                         f"{num_classes} logits, one per known class")
-    if not torch.allclose(wrapped.final_layer(features), logits, atol=1e-4, rtol=1e-4):
-        raise BenchError("the model's last nn.Linear does not produce its logits; give the model "
-                         "forward_features(x) -> (logits, features) and a final_layer attribute")
-    return wrapped
 
 
 def single_task(protocol: str, dataset: str | None, partition: str | None):
@@ -144,10 +90,10 @@ def evaluate(model: nn.Module, protocol: str, methods: Sequence[str] | str | Non
 def load_checkpoint(path: str | Path, arch: str, task, width: int | None = None) -> nn.Module:
     """A classifier for `task` built from a known architecture and a state dict saved with torch.save.
 
-    `arch` is a bench backbone (the checkpoint is a `bench.nets.Classifier` state dict, as in
+    `arch` is a bench backbone (the checkpoint is a `bench.nets.backbones.Classifier` state dict, as in
     the model cache) or `torchvision.<name>`, built with num_classes = the task's classes.
     """
-    from bench.nets import BACKBONES, Classifier, build_backbone
+    from bench.nets.backbones import BACKBONES, Classifier, build_backbone
 
     path = Path(path)
     if not path.is_file():

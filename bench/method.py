@@ -5,6 +5,11 @@ constructor). `fit(ctx)` learns from what the runner hands over: ID training dat
 the trained shared models the method names in `requires`. `predict(x)` returns an ID
 score (higher = more in-distribution) and a closed-set label for every image.
 Learned attributes end in `_`.
+
+Two axes: a trained network (a shared model that meets `bench.nets.contract`, or a method
+that provides one, like ReAct's rectified classifier) and a score on it. Every post-hoc
+score takes `net=<network>` (`energy[net=cac]`); a method that fine-tunes a network
+(`tunes_network`) is written `<network>+<method>` (`csi+cmg_e`, the same as `cmg_e[net=csi]`).
 """
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ from bench.errors import BenchError
 from bench.protocol import Task
 from bench.recipes import Recipe
 from bench.registry import Registry
+from bench.training import to_float
+
+__all__ = ["Detector", "ClassifierDetector", "FitContext", "Prediction", "MethodSpec", "register_method", "to_float"]
 
 
 class Prediction(NamedTuple):
@@ -49,11 +57,6 @@ class FitContext:
         return self.train.labels.to(self.device)
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float in [0, 1]: every network here sees unnormalised [0, 1] inputs."""
-    return images.float().div_(255.0)
-
-
 class Detector(ABC):
     """Base class: subclasses are dataclasses whose fields are hyperparameters.
 
@@ -62,9 +65,18 @@ class Detector(ABC):
     """
 
     requires: ClassVar[tuple[str, ...]] = ()
+    tunes_network: ClassVar[bool] = False  # True: written `<network>+<name>`, the network it fine-tunes first
 
     def fit(self, ctx: FitContext) -> "Detector":
         return self
+
+    def recipe_part(self, recipe: Recipe) -> Any:
+        """The part of the recipe that this method's own fitting reads (None: none); it enters trial ids."""
+        return None
+
+    def code(self) -> tuple[str, ...]:
+        """Modules whose code computes this method's numbers; trial ids hash them and what they import."""
+        return (type(self).__module__,)
 
     @abstractmethod
     def predict(self, x: torch.Tensor) -> Prediction:
@@ -74,28 +86,39 @@ class Detector(ABC):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
 
+@dataclass
 class ClassifierDetector(Detector):
-    """A post-hoc score on the outputs of the shared ID classifier.
+    """A post-hoc score on the outputs of a trained network (by default the cross-entropy classifier).
 
-    The classifier is anything with `forward_features(x) -> (logits, penultimate)` and
-    `final_layer` (the nn.Linear that maps penultimate features to logits): the cached
-    `bench.nets.Classifier`, or a user's model wrapped by `bench.evaluate.FeatureClassifier`.
-    Subclasses implement `score_outputs(logits, penultimate)`; the label is the argmax.
-    Subclasses that learn statistics override `fit_outputs`, which then receives the
-    classifier's outputs on the ID training data, computed once.
+    `net` names the network: a shared model that meets `bench.nets.contract`
+    (`forward_features(x) -> (logits, penultimate)` and `final_layer`), or a method that
+    provides one. Subclasses implement `score_outputs(logits, penultimate)`; the label is the
+    argmax. Subclasses that learn statistics override `fit_outputs`, which then receives the
+    network's outputs on the ID training data, computed once.
     """
 
-    requires: ClassVar[tuple[str, ...]] = ("classifier",)
+    net: str = "classifier"
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return network_requires(self.net)
+
+    def code(self) -> tuple[str, ...]:
+        return super().code() + network_code(self.net)
 
     def fit(self, ctx: FitContext) -> "ClassifierDetector":
-        self.classifier_ = ctx.models["classifier"].eval()
+        self.classifier_ = resolve_network(self.net, ctx).eval()
         if type(self).fit_outputs is not ClassifierDetector.fit_outputs:
             logits, penultimate = classifier_outputs(self.classifier_, ctx.train.images, ctx.device)
             self.fit_outputs(logits, penultimate, ctx.train_labels())
         return self
 
+    def network(self) -> torch.nn.Module:
+        """The network this score reads, for methods that build on it (`energy+cmg_e`)."""
+        return self.classifier_
+
     def fit_outputs(self, logits: torch.Tensor, penultimate: torch.Tensor, labels: torch.Tensor) -> None:
-        """Learn from the classifier's outputs on ID training data (nothing, unless overridden)."""
+        """Learn from the network's outputs on ID training data (nothing, unless overridden)."""
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> Prediction:
@@ -104,7 +127,46 @@ class ClassifierDetector(Detector):
 
     @abstractmethod
     def score_outputs(self, logits: torch.Tensor, penultimate: torch.Tensor) -> torch.Tensor:
-        """ID score from the classifier's logits and penultimate features."""
+        """ID score from the network's logits and penultimate features."""
+
+
+def _network_method(net: str) -> "MethodSpec | None":
+    """None when `net` is a trained network (a shared model), else the method that provides it.
+
+    Anything else, or a shared model that is no network (a CVAE, a generator), is a one-line error.
+    """
+    from bench.shared import SHARED_MODELS, network_kinds
+
+    if net in SHARED_MODELS:
+        if not SHARED_MODELS.get(net).network:
+            raise BenchError(f"{net!r} has no final linear layer to score or fine-tune (it is not a classifier "
+                             f"network); networks are: {', '.join(network_kinds())}")
+        return None
+    if net in METHODS and callable(getattr(METHODS.get(net).cls, "network", None)):
+        return MethodSpec(net)
+    providers = [name for name, entry in METHODS.items() if callable(getattr(entry.cls, "network", None))]
+    raise BenchError(f"unknown network {net!r}; choose a trained network ({', '.join(network_kinds())}) "
+                     f"or a method that provides one ({', '.join(providers[:12])}, ...)")
+
+
+def network_requires(net: str) -> tuple[str, ...]:
+    """The shared models that network `net` needs."""
+    method = _network_method(net)
+    return (net,) if method is None else method.requires()
+
+
+def network_code(net: str) -> tuple[str, ...]:
+    """Modules whose code makes network `net` beyond its shared model (a method that provides it)."""
+    method = _network_method(net)
+    return () if method is None else method.build().code()
+
+
+def resolve_network(net: str, ctx: FitContext) -> torch.nn.Module:
+    """Network `net` for this context: the trained shared model, or the network a fitted method provides."""
+    method = _network_method(net)
+    if method is None:
+        return ctx.models[net]
+    return method.build().fit(ctx).network()
 
 
 @torch.no_grad()
@@ -152,9 +214,13 @@ class MethodSpec:
 
     @property
     def label(self) -> str:
-        if not self.overrides:
-            return self.name
-        return f"{self.name}[{','.join(f'{k}={v}' for k, v in self.overrides)}]"
+        """The canonical spelling: `net+name[...]` for a method that fine-tunes a network, else `name[...]`."""
+        overrides, prefix = self.overrides, ""
+        if METHODS.get(self.name).cls.tunes_network and "net" in dict(overrides):
+            prefix = f"{dict(overrides)['net']}+"
+            overrides = tuple((k, v) for k, v in overrides if k != "net")
+        options = f"[{','.join(f'{k}={v}' for k, v in overrides)}]" if overrides else ""
+        return f"{prefix}{self.name}{options}"
 
     def build(self) -> Detector:
         entry = METHODS.get(self.name)
@@ -171,7 +237,7 @@ class MethodSpec:
         return tuple(self.build().requires)
 
 
-_ITEM = re.compile(r"\s*([A-Za-z0-9_]+)\s*(?:\[(.*?)\])?\s*(?:,|$)")
+_ITEM = re.compile(r"\s*(?:([A-Za-z0-9_]+)\s*\+\s*)?([A-Za-z0-9_]+)\s*(?:\[(.*?)\])?\s*(?:,|$)")
 
 
 def _value(text: str) -> Any:
@@ -188,16 +254,21 @@ def parse_methods(text: str) -> list[MethodSpec]:
     while position < len(text):
         match = _ITEM.match(text, position)
         if not match or match.end() == position:
-            raise BenchError(f"cannot read the method list {text!r} near {text[position:]!r}; write e.g. cmg_e[sigma=3],energy")
-        name, args = match.group(1), match.group(2)
-        overrides = []
+            raise BenchError(f"cannot read the method list {text!r} near {text[position:]!r}; "
+                             "write e.g. cmg_e[sigma=3],energy[net=cac],csi+cmg_e")
+        network, name, args = match.groups()
+        overrides = [("net", network)] if network else []
         for pair in filter(None, (args or "").split(",")):
             key, sep, value = pair.partition("=")
             if not sep:
                 raise BenchError(f"method option {pair!r} needs the form key=value")
             overrides.append((key.strip(), _value(value.strip())))
+        keys = [key for key, _ in overrides]
+        if len(set(keys)) < len(keys):
+            raise BenchError(f"method {name!r} is given the same option twice ({', '.join(sorted(keys))}); "
+                             "`a+b` already sets b's net=a")
         spec = MethodSpec(name, tuple(sorted(overrides)))
-        spec.build()  # validate name and parameters now, before anything is trained
+        spec.requires()  # validate name, parameters and network now, before anything is trained
         specs.append(spec)
         position = match.end()
     if not specs:

@@ -19,12 +19,13 @@ import torch
 from bench import provenance
 from bench.data import DATASETS, load_split
 from bench.errors import BenchError
-from bench.method import METHODS, FitContext, MethodSpec, to_float
-from bench.metrics import accuracy, ood_metrics
+from bench.method import FitContext, MethodSpec
 from bench.protocol import PROTOCOLS, DataRef, Task
-from bench.recipes import Recipe, recipe_for
-from bench.shared import SHARED_MODELS, TrainInputs
-from bench.store import ModelCache, ResultStore, content_key, source_hash
+from bench.recipes import Recipe, describe_part, recipe_for
+from bench.shared import SHARED_MODELS
+from bench.scoring import load_ref, score_task
+from bench.training import TrainInputs
+from bench.store import ModelCache, ResultStore, code_hash, content_key
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,17 @@ class Trial:
 
     @property
     def trial_id(self) -> str:
+        """Everything that determines the trial's numbers: data, seed, method and its options, the code
+        that fits and scores it, its own recipe part, the data limits and the keys of its models."""
+        method = self.method.build()
         return content_key({
             "task": self.task.name,
             "data": [ref.describe() for ref in self.task.data_refs()],
             "seed": self.seed,
             "method": self.method.label,
-            "method_code": source_hash(METHODS.get(self.method.name).cls.__module__, "bench.method", "bench.runner",
-                                       "bench.metrics"),
-            "recipe": self.recipe.describe(),
+            "code": code_hash(*method.code(), "bench.scoring"),
+            "recipe": {"scale": self.recipe.scale, "train_limit": self.recipe.train_limit,
+                       "test_limit": self.recipe.test_limit, "method": describe_part(method.recipe_part(self.recipe))},
             "models": self.models,
         })
 
@@ -116,11 +120,6 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     return torch.Generator().manual_seed(seed)
-
-
-def load_ref(ref: DataRef, settings: Settings, limit: int | None, seed: int):
-    data = load_split(ref.dataset, ref.split, settings.data_root, ref.preprocess)
-    return data.select(ref.classes).subset(limit, seed)
 
 
 def build_cached(kind: str, key: str, task: Task, recipe: Recipe, settings: Settings) -> torch.nn.Module:
@@ -170,49 +169,6 @@ def _shared_seconds(pairs, cache: ModelCache) -> dict[str, dict]:
         charged[kind] = {"key": key, "train_seconds": meta["train_seconds"]}
         pending.extend(meta.get("dependencies", {}).items())
     return charged
-
-
-def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size: int = 1000):
-    """Scores and labels for all images, in batches; gradients are the method's business (ODIN needs them)."""
-    scores, labels = [], []
-    for chunk in images.split(batch_size):
-        prediction = method.predict(to_float(chunk.to(device)))
-        scores.append(prediction.score.float().cpu())
-        labels.append(prediction.label.cpu())
-    return torch.cat(scores).numpy(), torch.cat(labels).numpy()
-
-
-@dataclass
-class Scores:
-    """A fitted method's results on one task's test sets."""
-
-    metrics: dict  # averaged over the OOD sets, plus closed-set accuracy
-    ood_sets: dict  # per OOD set: its metrics and size
-    sizes: dict  # images per test set
-    seconds: float
-
-
-def score_task(method, task: Task, settings: Settings, limit: int | None, seed: int) -> Scores:
-    """Score the ID test set and every OOD test set of `task` with a fitted method."""
-    device = settings.device()
-    start = time.perf_counter()
-    id_test = load_ref(task.id_test, settings, limit, seed)
-    id_scores, predicted = _predict_all(method, id_test.images, device)
-    per_set, sizes = {}, {"id_test": len(id_test)}
-    for name, ref in task.ood_tests.items():
-        data = load_ref(ref, settings, limit, seed)
-        scores = _predict_all(method, data.images, device)[0]
-        is_ood = ref.ood_mask(data.labels.numpy())
-        metrics = ood_metrics(np.concatenate([id_scores, scores[~is_ood]]), scores[is_ood])
-        per_set[name] = {**metrics, "n_ood": int(is_ood.sum())}
-        if ref.labelled_is_id:
-            per_set[name]["n_counted_as_id"] = int((~is_ood).sum())
-        sizes[name] = len(data)
-    seconds = time.perf_counter() - start
-    metric_names = list(metrics)
-    summary = {name: float(np.mean([m[name] for m in per_set.values()])) for name in metric_names}
-    summary["accuracy"] = accuracy(predicted, id_test.labels.numpy())
-    return Scores(summary, per_set, sizes, seconds)
 
 
 def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:

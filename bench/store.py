@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -30,13 +31,68 @@ def content_key(parts: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
+# Modules that never compute a number of a model or a trial: orchestration, storage, reports,
+# registries and the data layer (data enters keys by its description: dataset, split, classes,
+# preprocessing). An import of one of these ends the walk in `code_hash`, so editing them keeps
+# every cached model and stored trial.
+NOT_NUMERIC = ("bench.runner", "bench.cli", "bench.store", "bench.reports", "bench.registry", "bench.shared",
+               "bench.recipes", "bench.provenance", "bench.errors", "bench.protocol", "bench.data",
+               "bench.datasets", "bench.preprocess", "bench.evaluation", "bench.nets", "bench.shared_models",
+               "protocols", "methods", "bench")
+PROJECT_PACKAGES = ("bench", "methods", "protocols")
+
+
+def _numeric(module: str) -> bool:
+    return module not in NOT_NUMERIC and not module.startswith(("bench.datasets.", "protocols."))
+
+
+def _imported_modules(name: str) -> set[str]:
+    """Project modules that module `name` imports anywhere in its source (inside functions too)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(importlib.import_module(name)))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            # `from package import submodule` imports a module, not an attribute
+            found.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if importlib.util.find_spec(node.module) and _is_module(f"{node.module}.{alias.name}"))
+    return {module for module in found if module.split(".")[0] in PROJECT_PACKAGES}
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def code_closure(*roots: str) -> tuple[str, ...]:
+    """`roots` and every project module they import, transitively, except those in NOT_NUMERIC."""
+    seen, pending = set(), list(roots)
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        pending.extend(module for module in _imported_modules(name) if _numeric(module))
+    return tuple(sorted(seen))
+
+
 @functools.lru_cache(maxsize=None)
 def source_hash(*module_names: str) -> str:
-    """Hash of the source of these modules: results and models of edited code are never reused."""
-    digest = hashlib.sha256()
-    for name in sorted(set(module_names)):
-        digest.update(inspect.getsource(importlib.import_module(name)).encode())
-    return digest.hexdigest()[:16]
+    """Hash of the source of these modules, independent of their names (a moved file keeps its hash)."""
+    digests = sorted(hashlib.sha256(inspect.getsource(importlib.import_module(name)).encode()).hexdigest()
+                     for name in set(module_names))
+    return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
+
+
+def code_hash(*roots: str) -> str:
+    """Hash of exactly the code that computes a model's or a trial's numbers: `roots` and their project imports."""
+    return source_hash(*code_closure(*roots))
 
 
 def ensure_writable(folder: Path, what: str) -> Path:

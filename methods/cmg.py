@@ -32,7 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from bench.method import Detector, FitContext, Prediction, register_method
+from bench.method import (Detector, FitContext, Prediction, network_code, network_requires, register_method,
+                          resolve_network)
+from bench.nets.contract import has_final_layer
+from bench.shared_models.classifier import stage as classifier_stage
 from bench.training import map_batches, shuffled_batches
 from methods.energy import negative_energy
 
@@ -138,15 +141,114 @@ def _reset(module: nn.Module) -> nn.Module:
     return module
 
 
+class Penultimate(nn.Module):
+    """A network's penultimate features (the input of its final layer), as a module."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.forward_features(x)[1]
+
+
+class TunedNetwork(nn.Module):
+    """`features` followed by a (fine-tuned) head; meets the network contract, so any score can read it."""
+
+    def __init__(self, features: nn.Module, head: nn.Sequential):
+        super().__init__()
+        self.features, self.head = features, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        penultimate = self.head[:-1](self.features(x))
+        return self.head[-1](penultimate), penultimate
+
+    @property
+    def final_layer(self) -> nn.Linear:
+        return self.head[-1]
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """Stage 2: Adam, `batch_size` ID + `batch_size` pseudo-OOD images per step (SPEC.md §3)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+
+
+# The paper's 10 fine-tuning epochs (the code: 15) are cheap on frozen features.
+RECIPES = {"smoke": FineTune(1, 1e-4, 128), "small": FineTune(10, 1e-4, 128), "paper": FineTune(10, 1e-4, 128)}
+
+
+def fine_tune(network: nn.Module, images: torch.Tensor, labels: torch.Tensor, pseudo: torch.Tensor, objective,
+              stage: FineTune, generator: torch.Generator, tune: str = "last") -> TunedNetwork:
+    """CMG's stage 2 on any network of the contract; returns the tuned network, `network` is left as it was.
+
+    Everything but the tuned layers is frozen, so the features they read are computed once:
+    - `tune="last"`: the final linear layer, on the network's penultimate features (the
+      paper, and "+CMG-e" on another method's network, Table 2);
+    - `tune="head"`: the whole head after `network.backbone` (the released code, on the
+      cross-entropy classifier).
+    The margins are fixed from the network's outputs before the first step (`objective.calibrate`).
+    """
+    network = copy.deepcopy(network).eval().requires_grad_(False)
+    if tune == "head":
+        if not isinstance(getattr(network, "head", None), nn.Sequential) or not hasattr(network, "backbone"):
+            raise BenchError("CMG tune='head' needs a network with a backbone and an MLP head (the cross-entropy "
+                             "classifier); use tune='last' to fine-tune only the final linear layer")
+        features, head = network.backbone, network.head
+    elif tune == "last":
+        if not has_final_layer(network):
+            raise BenchError("CMG fine-tunes a final linear layer, and this network has none (it needs "
+                             "forward_features(x) -> (logits, penultimate) and final_layer)")
+        features, head = Penultimate(network), nn.Sequential(network.final_layer)
+    else:
+        raise BenchError(f"CMG tune={tune!r} is not one of head, last")
+    id_features, ood_features = _embed(features, images), _embed(features, pseudo)
+    head = _widen_output(head, objective.outputs(network.final_layer.out_features))
+    objective.calibrate(_embed(head, id_features), _embed(head, ood_features))
+    head.requires_grad_(True)
+    _train_pairs(head, head.parameters(), id_features, labels, ood_features, objective, stage, generator)
+    return TunedNetwork(features, head).eval()
+
+
+def _train_pairs(model, parameters, id_inputs, labels, ood_inputs, objective, stage, generator) -> None:
+    """Adam over epochs of the ID data; each batch pairs B ID inputs with B pseudo-OOD inputs."""
+    optimiser = torch.optim.Adam(list(parameters), lr=stage.lr)
+    model.train()
+    ood_order = torch.empty(0, dtype=torch.long, device=id_inputs.device)
+    for _ in range(stage.epochs):
+        for index in shuffled_batches(len(id_inputs), stage.batch_size, generator, id_inputs.device):
+            if len(ood_inputs):
+                if len(ood_order) < len(index):
+                    refill = torch.randperm(len(ood_inputs), generator=generator).to(id_inputs.device)
+                    ood_order = torch.cat([ood_order, refill])
+                ood_batch, ood_order = ood_inputs[ood_order[: len(index)]], ood_order[len(index):]
+                logits = model(torch.cat([id_inputs[index], ood_batch]))
+                id_logits, ood_logits = logits[: len(index)], logits[len(index):]
+            else:
+                id_logits, ood_logits = model(id_inputs[index]), id_inputs.new_empty(0)
+            loss = objective.loss(id_logits, labels[index], ood_logits)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    model.eval()
+
+
 @dataclass
 class CMG(Detector):
-    """Class-mixed pseudo-OOD from a CVAE, then fine-tuning of the classifier head."""
+    """Class-mixed pseudo-OOD from a CVAE, then fine-tuning of a network's head."""
 
-    requires: ClassVar[tuple[str, ...]] = ("classifier", "cvae")
+    tunes_network: ClassVar[bool] = True
 
+    net: str = "classifier"
     objective: str = "energy"
     training: str = "frozen"
-    tune: str = "head"
+    tune: str = "auto"
     sigma: float = 5.0
     pseudo_fraction: float = 1.0
     z_filter: float = 0.0
@@ -155,6 +257,23 @@ class CMG(Detector):
     temperature: float = 1.0
     epochs: int | None = None
     lr: float | None = None
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(network_requires(self.net) + ("cvae",)))
+
+    def code(self) -> tuple[str, ...]:
+        return super().code() + network_code(self.net)
+
+    def recipe_part(self, recipe) -> dict:
+        part = {"fine_tune": self._stage(recipe)}
+        if self.training == "direct":  # a fresh network, trained with the classifier's schedule
+            part["direct"] = classifier_stage(recipe)
+        return part
+
+    def _stage(self, recipe) -> FineTune:
+        stage = recipe.pick(RECIPES)
+        return FineTune(self.epochs or stage.epochs, self.lr or stage.lr, stage.batch_size)
 
     def _objective(self):
         objectives = {
@@ -169,38 +288,40 @@ class CMG(Detector):
             raise BenchError(f"CMG {parameter}={value!r} is not one of {', '.join(options)}")
         return options[value]
 
+    def _tune(self) -> str:
+        """auto: the released code's whole head on the CE classifier, the final layer on any other network."""
+        if self.tune == "auto":
+            return "head" if self.net == "classifier" else "last"
+        return self._choose("tune", {"head": "head", "last": "last"})
+
     def fit(self, ctx: FitContext) -> "CMG":
         strategy = self._choose("training", {"frozen": self._frozen, "unfrozen": self._unfrozen, "direct": self._direct})
-        self._choose("tune", {"head": None, "last": None})
-        if self.tune == "last" and self.training != "frozen":
-            raise BenchError(f"CMG tune='last' only applies to training='frozen', not {self.training!r}")
+        if self.training != "frozen" and (self.net != "classifier" or self.tune == "last"):
+            raise BenchError(f"CMG training={self.training!r} retrains the cross-entropy classifier's layers; it "
+                             "takes neither net= nor tune='last'")
         if self.pseudo_fraction < 0:
             raise BenchError("CMG pseudo_fraction must be >= 0")
-        classifier = ctx.models["classifier"].eval()
+        network = resolve_network(self.net, ctx).eval()
         images, labels = ctx.train_images(), ctx.train_labels()
         count = round(self.pseudo_fraction * len(images))
         pseudo = generate_pseudo_ood(ctx.models["cvae"].eval(), count, self.sigma, ctx.generator, ctx.device,
                                      self.z_filter)
         self.objective_ = self._objective()
         self.pseudo_count_ = count
-        self.network_ = strategy(ctx, copy.deepcopy(classifier), images, labels, pseudo).eval()
+        self.network_ = strategy(ctx, network, images, labels, pseudo).eval()
         return self
 
-    def _frozen(self, ctx, classifier, images, labels, pseudo) -> nn.Module:
-        """CMG proper: features computed once by the frozen extractor, the head fine-tuned on them."""
-        classifier.backbone.requires_grad_(False)
-        id_features, ood_features = _embed(classifier.backbone, images), _embed(classifier.backbone, pseudo)
-        head = self._prepare_head(classifier.head, ctx.task.num_classes, id_features, ood_features)
-        tuned = head[-1] if self.tune == "last" else head
-        self._fine_tune(head, tuned.parameters(), id_features, labels, ood_features, ctx)
-        return nn.Sequential(classifier.backbone, head)
+    def _frozen(self, ctx, network, images, labels, pseudo) -> nn.Module:
+        """CMG proper: the feature extractor frozen, the head (or final layer) fine-tuned."""
+        return fine_tune(network, images, labels, pseudo, self.objective_, self._stage(ctx.recipe), ctx.generator,
+                         self._tune())
 
     def _unfrozen(self, ctx, classifier, images, labels, pseudo) -> nn.Module:
         """Ablation: stage 2 as in CMG, but the feature extractor is fine-tuned too."""
-        self._prepare_head(classifier.head, ctx.task.num_classes,
-                           _embed(classifier.backbone, images), _embed(classifier.backbone, pseudo))
-        network = nn.Sequential(classifier.backbone, classifier.head)
-        self._fine_tune(network, network.parameters(), images, labels, pseudo, ctx)
+        classifier = copy.deepcopy(classifier)
+        network = self._prepare(classifier, images, pseudo)
+        _train_pairs(network, network.parameters(), images, labels, pseudo, self.objective_, self._stage(ctx.recipe),
+                     ctx.generator)
         return network
 
     def _direct(self, ctx, classifier, images, labels, pseudo) -> nn.Module:
@@ -209,41 +330,25 @@ class CMG(Detector):
         The energy margins still come from the stage-1 classifier: an untrained network has
         no meaningful energies to take percentiles of.
         """
-        self._prepare_head(classifier.head, ctx.task.num_classes,
-                           _embed(classifier.backbone, images), _embed(classifier.backbone, pseudo))
-        network = _reset(nn.Sequential(classifier.backbone, classifier.head))
-        stage = ctx.recipe.classifier
-        self._fine_tune(network, network.parameters(), images, labels, pseudo, ctx, epochs=stage.epochs, lr=stage.lr)
+        classifier = copy.deepcopy(classifier)
+        network = _reset(self._prepare(classifier, images, pseudo))
+        stage = classifier_stage(ctx.recipe)
+        _train_pairs(network, network.parameters(), images, labels, pseudo, self.objective_,
+                     FineTune(stage.epochs, stage.lr, self._stage(ctx.recipe).batch_size), ctx.generator)
         return network
 
-    def _prepare_head(self, head, num_classes, id_features, ood_features) -> nn.Module:
-        """Size the head for the objective and fix the margins from the stage-1 outputs."""
-        head = _widen_output(head, self.objective_.outputs(num_classes))
-        self.objective_.calibrate(_embed(head, id_features), _embed(head, ood_features))
-        return head
+    def _prepare(self, classifier, images, pseudo) -> TunedNetwork:
+        """The classifier with its head sized for the objective, and the margins fixed from its outputs."""
+        head = _widen_output(classifier.head, self.objective_.outputs(classifier.num_classes))
+        self.objective_.calibrate(_embed(nn.Sequential(classifier.backbone, head), images),
+                                  _embed(nn.Sequential(classifier.backbone, head), pseudo))
+        return TunedNetwork(classifier.backbone, head)
 
-    def _fine_tune(self, model, parameters, id_inputs, labels, ood_inputs, ctx, epochs=None, lr=None) -> None:
-        """Adam over epochs of the ID data; each batch pairs B ID inputs with B pseudo-OOD inputs."""
-        optimiser = torch.optim.Adam(list(parameters), lr=lr or self.lr or ctx.recipe.finetune_lr)
-        batch = ctx.recipe.finetune_batch
-        model.train()
-        ood_order = torch.empty(0, dtype=torch.long, device=id_inputs.device)
-        for _ in range(epochs or self.epochs or ctx.recipe.finetune_epochs):
-            for index in shuffled_batches(len(id_inputs), batch, ctx.generator, id_inputs.device):
-                if len(ood_inputs):
-                    if len(ood_order) < len(index):
-                        refill = torch.randperm(len(ood_inputs), generator=ctx.generator).to(id_inputs.device)
-                        ood_order = torch.cat([ood_order, refill])
-                    ood_batch, ood_order = ood_inputs[ood_order[: len(index)]], ood_order[len(index):]
-                    logits = model(torch.cat([id_inputs[index], ood_batch]))
-                    id_logits, ood_logits = logits[: len(index)], logits[len(index):]
-                else:
-                    id_logits, ood_logits = model(id_inputs[index]), id_inputs.new_empty(0)
-                loss = self.objective_.loss(id_logits, labels[index], ood_logits)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-        model.eval()
+    def network(self) -> nn.Module:
+        """The fine-tuned network, for post-hoc scores (`knn[net=cmg_e]`); CMG-s's has an extra class."""
+        if self.objective != "energy":
+            raise BenchError("only CMG-e's tuned network keeps one logit per known class; CMG-s adds an OOD class")
+        return self.network_
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> Prediction:

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from bench.errors import BenchError
 from bench.method import Detector, FitContext, Prediction, register_method
-from bench.moodcat_nets import mask_ratios
-from bench.shared_models.moodcat import generator_variant, holdout_split, pair_classifier_kind, synthesize
+from bench.nets.moodcat import mask_ratios
+from bench.shared_models.moodcat import RECIPES, generator_variant, holdout_split, pair_classifier_kind, synthesize
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,10 @@ class MOODCAT(Detector):
         pair = (pair_classifier_kind(variant, self.external),) if "cb" in self._scorer_names() else ()
         return ("classifier", variant.kind, *pair)
 
+    def recipe_part(self, recipe) -> dict:
+        """The calibration hold-out: the fraction of ID training images both models left out."""
+        return {"holdout": recipe.pick(RECIPES).holdout}
+
     def _scorer_names(self) -> list[str]:
         names = [name.strip() for name in str(self.scorers).split("+")]
         unknown = [name for name in names if name not in SCORERS]
@@ -138,7 +142,7 @@ class MOODCAT(Detector):
         if not self.metrics_:
             raise BenchError(f"MOODCAT has no scorer left of {self.scorers!r}; give iqa_weights or use scorers=cb")
         self.mask_seed_ = ctx.seed
-        _, held = holdout_split(len(ctx.train), ctx.recipe.moodcat.holdout, ctx.seed)
+        _, held = holdout_split(len(ctx.train), self.recipe_part(ctx.recipe)["holdout"], ctx.seed)
         calibration = ctx.train_images()[held.to(ctx.device)]
         raw = [self._raw_scores(chunk)[0] for chunk in calibration.split(1000)]
         self.reference_ = {name: torch.cat([r[name] for r in raw]).sort().values for name in self.metrics_}

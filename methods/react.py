@@ -5,13 +5,37 @@ Clip the penultimate activations at c, the `percentile`-th percentile of all act
 on ID training data, recompute the logits with the final layer, and score them with
 energy: ID score = logsumexp(W min(h(x), c) + b). `percentile=100` turns clipping off
 (it is then exactly the energy score), so the percentile can be swept up to no clipping.
+
+As a network (`react+cmg_e`, `knn[net=react]`) ReAct is the scored network with the clipping
+kept in its forward pass (`Rectified`).
 """
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import nn
 
 from bench.method import ClassifierDetector, register_method
 from methods.energy import negative_energy
+
+
+class Rectified(nn.Module):
+    """A network whose penultimate activations are clipped at `threshold` before its final layer."""
+
+    def __init__(self, network: nn.Module, threshold: float):
+        super().__init__()
+        self.network, self.threshold = network, threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        clipped = self.network.forward_features(x)[1].clamp(max=self.threshold)
+        return self.final_layer(clipped), clipped
+
+    @property
+    def final_layer(self) -> nn.Linear:
+        return self.network.final_layer
 
 
 @dataclass
@@ -25,6 +49,9 @@ class ReAct(ClassifierDetector):
             self.threshold_ = float("inf")
         else:  # numpy: torch.quantile refuses tensors of more than 2^24 values
             self.threshold_ = float(np.percentile(penultimate.cpu().numpy(), self.percentile))
+
+    def network(self) -> Rectified:
+        return Rectified(self.classifier_, self.threshold_)
 
     def score_outputs(self, logits, penultimate):
         clipped = penultimate.clamp(max=self.threshold_)

@@ -10,7 +10,7 @@ import torch
 from bench.data import ImageSet
 from bench.errors import BenchError
 from bench.method import MethodSpec, parse_methods
-from bench.moodcat_nets import (PairClassifier, Synthesizer, UNetDiscriminator, apply_masks, mask_ratios,
+from bench.nets.moodcat import (PairClassifier, Synthesizer, UNetDiscriminator, apply_masks, mask_ratios,
                                 random_masks)
 from bench.shared_models import moodcat as shared
 from methods.moodcat import calibrated, cascade, load_iqa

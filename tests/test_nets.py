@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from bench.augment import random_crop_flip
-from bench.cvae import CVAE
+from bench.nets.cvae import CVAE
 from bench.errors import BenchError
-from bench.nets import BACKBONES, Classifier, build_backbone
+from bench.nets.backbones import BACKBONES, Classifier, build_backbone
 
 SHAPES = [(1, 28), (3, 32), (3, 64)]
 # cnn9 is the 28x28 net of the CMG code; resnet18 is for colour images.

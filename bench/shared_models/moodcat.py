@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 from bench.data import DATASETS, load_split
 from bench.errors import BenchError
-from bench.method import to_float
-from bench.moodcat_nets import (PairClassifier, Synthesizer, UNetDiscriminator, apply_masks, kl_divergence,
+from bench.nets.moodcat import (PairClassifier, Synthesizer, UNetDiscriminator, apply_masks, kl_divergence,
                                 random_masks, ssim)
 from bench.preprocess import Preprocess
-from bench.shared import SharedModel, TrainInputs, register_shared_model
+from bench.shared import SharedModel, register_shared_model
+from bench.training import TrainInputs, to_float
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,53 @@ log = logging.getLogger(__name__)
 LOSS_WEIGHTS = {"adv_pixel": 0.5, "adv_image": 0.5, "kl": 2.0, "ssim": 5.0, "mse": 3.0, "l1": 2.0}
 CUTMIX_MAX_PROBABILITY = 0.5  # Schonfeld et al.: CutMix probability ramps up from 0 to 0.5
 SSIM_FLOOR = 1e-4  # -log SSIM needs a positive SSIM; early syntheses can score <= 0
+
+
+@dataclass(frozen=True)
+class GanStage:
+    """How MOODCAT's generator (encoder + decoder) is trained against its U-Net discriminator."""
+
+    width: int  # channel multiplier of encoder and decoder (32 in the released code)
+    disc_width: int  # channel multiplier of the discriminator (32)
+    epochs: int
+    batch_size: int  # 96 in the paper
+    g_lr: float  # encoder + decoder, Adam betas (0, 0.999); 5e-5 in the code
+    d_lr: float  # discriminator; 2e-4 in the code
+    cutmix_rampup: float  # epochs over which the CutMix probability rises from 0 to 0.5 (200)
+    max_images: int | None = None  # images per epoch (None: all); keeps the smoke scale at seconds
+
+
+@dataclass(frozen=True)
+class PairStage:
+    """How MOODCAT's conditional binary classifier C_b is trained (its code is not released)."""
+
+    width: int  # 64 channels in the released network
+    epochs: int
+    batch_size: int
+    lr: float
+    max_images: int | None = None
+
+
+@dataclass(frozen=True)
+class MoodcatRecipe:
+    generator: GanStage
+    pair_classifier: PairStage
+    holdout: float  # fraction of ID training images kept out of both, for calibrating the scores
+
+
+# Per scale. paper: the released code's widths (32 / 32 / 64), batch 96 and learning rates;
+# its epoch counts are not given (SPEC.md only says CutMix ramps up over 200 epochs), so 400
+# generator epochs and C_b's whole schedule are our choice. small: width 4 (C_b 8), 16,000
+# images (250 batches) each, lr 2e-4 for G (5e-5 learns too little in so few steps): a few
+# minutes per Fashion-MNIST partition on one core; smoke: a few batches.
+RECIPES = {
+    "smoke": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=384),
+                           PairStage(8, 1, 64, 2e-4, max_images=384), holdout=0.1),
+    "small": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=16000),
+                           PairStage(8, 1, 64, 2e-4, max_images=16000), holdout=0.1),
+    "paper": MoodcatRecipe(GanStage(32, 32, 400, 96, 5e-5, 2e-4, cutmix_rampup=200), PairStage(64, 20, 96, 2e-4),
+                           holdout=0.1),
+}
 
 
 @dataclass(frozen=True)
@@ -77,7 +124,7 @@ def holdout_split(count: int, fraction: float, seed: int) -> tuple[torch.Tensor,
 
 def training_part(inputs: TrainInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """The ID training images (uint8) and labels left after the calibration hold-out."""
-    keep, _ = holdout_split(len(inputs.train), inputs.recipe.moodcat.holdout, inputs.seed)
+    keep, _ = holdout_split(len(inputs.train), inputs.recipe.pick(RECIPES).holdout, inputs.seed)
     return inputs.train.images[keep].to(inputs.device), inputs.train.labels[keep].to(inputs.device)
 
 
@@ -94,7 +141,7 @@ def _epoch_batches(count: int, batch_size: int, limit: int | None, inputs: Train
 def build_generator(variant: GeneratorVariant):
     def build(task, recipe):
         channels, size, _ = task.image_shape
-        return Synthesizer(channels, size, task.num_classes, recipe.moodcat.generator.width, variant.conditional)
+        return Synthesizer(channels, size, task.num_classes, recipe.pick(RECIPES).generator.width, variant.conditional)
 
     return build
 
@@ -137,7 +184,7 @@ def discriminator_loss(disc, real, fake, labels, cutmix_probability: float, gene
 
 def train_generator(variant: GeneratorVariant):
     def train(model: Synthesizer, inputs: TrainInputs) -> Synthesizer:
-        stage = inputs.recipe.moodcat.generator
+        stage = inputs.recipe.pick(RECIPES).generator
         images, labels = training_part(inputs)
         channels = images.shape[1]
         disc = UNetDiscriminator(channels, inputs.task.num_classes if variant.conditional else 1,
@@ -231,12 +278,12 @@ def external_negatives(name: str, task, count: int, classifier, inputs: TrainInp
 
 def build_pair_classifier(task, recipe):
     channels, _, _ = task.image_shape
-    return PairClassifier(channels, task.num_classes, recipe.moodcat.pair_classifier.width)
+    return PairClassifier(channels, task.num_classes, recipe.pick(RECIPES).pair_classifier.width)
 
 
 def train_pair_classifier(variant: GeneratorVariant, external: str | None):
     def train(model: PairClassifier, inputs: TrainInputs) -> PairClassifier:
-        stage = inputs.recipe.moodcat.pair_classifier
+        stage = inputs.recipe.pick(RECIPES).pair_classifier
         generator_model = inputs.dependencies[variant.kind].eval()
         images, labels = training_part(inputs)
         num_classes = inputs.task.num_classes
@@ -268,7 +315,14 @@ def train_pair_classifier(variant: GeneratorVariant, external: str | None):
     return train
 
 
-_CODE = ("bench.moodcat_nets", "bench.method", "bench.shared", "bench.training", "bench.recipes")
+def generator_part(recipe) -> dict:
+    part = recipe.pick(RECIPES)
+    return {"generator": asdict(part.generator), "holdout": part.holdout}
+
+
+def pair_classifier_part(recipe) -> dict:
+    part = recipe.pick(RECIPES)
+    return {"pair_classifier": asdict(part.pair_classifier), "holdout": part.holdout}
 
 
 def _register(variant: GeneratorVariant) -> None:
@@ -277,8 +331,7 @@ def _register(variant: GeneratorVariant) -> None:
         description=variant.description,
         build=build_generator(variant),
         train=train_generator(variant),
-        recipe_part=lambda recipe: {"generator": asdict(recipe.moodcat.generator), "holdout": recipe.moodcat.holdout},
-        code=_CODE,
+        recipe_part=generator_part,
     ))
     externals = DATASETS.names() if variant is GENERATORS[0] else []
     for external in (None, *externals):
@@ -288,9 +341,7 @@ def _register(variant: GeneratorVariant) -> None:
             description=f"MOODCAT C_b on (image, synthesis) pairs of {variant.kind}, hinge loss{suffix}",
             build=build_pair_classifier,
             train=train_pair_classifier(variant, external),
-            recipe_part=lambda recipe: {"pair_classifier": asdict(recipe.moodcat.pair_classifier),
-                                        "holdout": recipe.moodcat.holdout},
-            code=_CODE,
+            recipe_part=pair_classifier_part,
             requires=(variant.kind, "classifier") if external else (variant.kind,),
         ))
 

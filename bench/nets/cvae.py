@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from bench.nets import BasicBlock, ResNet18
+from bench.nets.backbones import BasicBlock, ResNet18
 
 HIDDEN = 1024
 

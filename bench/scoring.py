@@ -1,0 +1,66 @@
+"""Scoring a fitted method on a task's test sets: the code every trial's numbers pass through.
+
+It loads each test set, asks the method for ID scores and labels batch by batch, and turns
+them into metrics. Trial ids hash this module (and what it imports) beside the method's.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.data import load_split
+from bench.metrics import accuracy, ood_metrics
+from bench.protocol import DataRef, Task
+from bench.training import to_float
+
+
+def load_ref(ref: DataRef, settings, limit: int | None, seed: int):
+    """The images of one data reference: the split, its classes, then a seeded subset of `limit`."""
+    data = load_split(ref.dataset, ref.split, settings.data_root, ref.preprocess)
+    return data.select(ref.classes).subset(limit, seed)
+
+
+def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size: int = 1000):
+    """Scores and labels for all images, in batches; gradients are the method's business (ODIN needs them)."""
+    scores, labels = [], []
+    for chunk in images.split(batch_size):
+        prediction = method.predict(to_float(chunk.to(device)))
+        scores.append(prediction.score.float().cpu())
+        labels.append(prediction.label.cpu())
+    return torch.cat(scores).numpy(), torch.cat(labels).numpy()
+
+
+@dataclass
+class Scores:
+    """A fitted method's results on one task's test sets."""
+
+    metrics: dict  # averaged over the OOD sets, plus closed-set accuracy
+    ood_sets: dict  # per OOD set: its metrics and size
+    sizes: dict  # images per test set
+    seconds: float
+
+
+def score_task(method, task: Task, settings, limit: int | None, seed: int) -> Scores:
+    """Score the ID test set and every OOD test set of `task` with a fitted method."""
+    device = settings.device()
+    start = time.perf_counter()
+    id_test = load_ref(task.id_test, settings, limit, seed)
+    id_scores, predicted = _predict_all(method, id_test.images, device)
+    per_set, sizes = {}, {"id_test": len(id_test)}
+    for name, ref in task.ood_tests.items():
+        data = load_ref(ref, settings, limit, seed)
+        scores = _predict_all(method, data.images, device)[0]
+        is_ood = ref.ood_mask(data.labels.numpy())
+        metrics = ood_metrics(np.concatenate([id_scores, scores[~is_ood]]), scores[is_ood])
+        per_set[name] = {**metrics, "n_ood": int(is_ood.sum())}
+        if ref.labelled_is_id:
+            per_set[name]["n_counted_as_id"] = int((~is_ood).sum())
+        sizes[name] = len(data)
+    seconds = time.perf_counter() - start
+    metric_names = list(metrics)
+    summary = {name: float(np.mean([m[name] for m in per_set.values()])) for name in metric_names}
+    summary["accuracy"] = accuracy(predicted, id_test.labels.numpy())
+    return Scores(summary, per_set, sizes, seconds)
