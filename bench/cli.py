@@ -135,7 +135,8 @@ def cmd_list(args) -> int:
             print(f"{name:14s} {source.num_classes:4d} classes {source.image_shape}  {source.how_to_obtain}")
     else:
         for name, model in SHARED_MODELS.items():
-            print(f"{name:12s} {model.description}")
+            role = "network" if model.network else "model"
+            print(f"{name:26s} {role:8s} {model.description}")
     return 0
 
 
@@ -151,12 +152,13 @@ def _frame(args, per_ood_set: bool = False):
 
 
 def cmd_table(args) -> int:
-    from bench.reports import cost_table, table1, table3, table_ood
+    from bench.reports import cost_table, table1, table2, table3, table_ood
 
     frame = _frame(args)
     methods = _csv(args.methods) if args.methods else None
     builders = {
         "1": lambda: table1(frame, args.metric, methods, args.out),
+        "2": lambda: table2(frame, args.metric, methods, args.out),
         "3": lambda: table3(frame, methods, args.out),
         "cost": lambda: cost_table(frame, methods, args.out),
         "ood": lambda: table_ood(_frame(args, per_ood_set=True), args.metric, methods, args.out),
@@ -231,10 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(handler=cmd_data)
 
     table = sub.add_parser("table", help="print a paper table from stored results")
-    table.add_argument("number", help="1 (AUROC etc. per dataset and method), 3 (execution time) or "
-                       "cost (a method's own seconds against its shared models') or ood (one row per OOD set)")
+    table.add_argument("number", help="1 (AUROC etc. per dataset and method), 2 (each network's own method "
+                       "against <network>+cmg_e), 3 (execution time), cost (a method's own seconds against its shared "
+                       "models') or ood (one row per OOD set)")
     table.add_argument("--metric", default="auroc", help="for table 1: auroc, fpr95, fpr95_oodpos, aupr_in, aupr_out, accuracy")
-    table.add_argument("--methods", help="comma list: column order and filter")
+    table.add_argument("--methods", help="comma list: column order and filter (table 2: the base networks)")
     table.add_argument("--protocol")
     table.add_argument("--scale")
     table.add_argument("--out", default=DEFAULT_OUT)

@@ -1,4 +1,4 @@
-"""Tables from the result store only: the papers' Table 1 and Table 3, and a leaderboard.
+"""Tables from the result store only: the papers' Tables 1-3, one row per OOD set, and a leaderboard.
 
 Spread is the sample standard deviation (ddof=1) across partitions of the per-partition
 mean over seeds; with one seed per partition that is the papers' "± over 5 partitions".
@@ -88,6 +88,49 @@ def table_ood(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | N
     return title + "\n\n" + tabulate(rows, headers=["dataset", "OOD set", *order], tablefmt="github", disable_numparse=True)
 
 
+def _fine_tuned_pairs(methods) -> dict[str, list[str]]:
+    """{fine-tuning method: [networks it was run on]} from labels written `<network>+<method>`."""
+    pairs: dict[str, list[str]] = {}
+    for label in methods:
+        base, plus, tuner = label.partition("+")
+        if plus and "[" not in base:
+            pairs.setdefault(tuner, []).append(base)
+    return pairs
+
+
+def table2(frame: pd.DataFrame, metric: str = "auroc", bases: list[str] | None = None, where: str = "") -> str:
+    """CMG's Table 2 layout: per base network, its own method ("original") beside `<base>+<tuner>`.
+
+    Pairs are read from the method labels, so any method that fine-tunes a network gets a
+    table: one row per dataset (mean ± std over partitions) and an average row.
+    """
+    frame = _require(frame, where)
+    if metric not in frame:
+        raise BenchError(f"unknown metric {metric!r}; choose one of {', '.join(PERCENT_METRICS)}")
+    parts = _per_partition(frame, metric)
+    pairs = _fine_tuned_pairs(dict.fromkeys(parts["method"]))
+    if not pairs:
+        raise BenchError(f"no fine-tuned results in {where}; run e.g. `bench run --methods csi,csi+cmg_e ...`")
+    blocks = []
+    for tuner, found in pairs.items():
+        order = [b for b in bases if b in found] if bases else sorted(found)
+        columns = [(base, label) for base in order for label in (base, f"{base}+{tuner}")]
+        rows = []
+        for (protocol, dataset), group in parts.groupby(["protocol", "dataset"], sort=False):
+            row = [f"{dataset} ({protocol})"]
+            for _, label in columns:
+                values = group.loc[group["method"] == label, metric]
+                row.append(_cell(values, 100, 1) if len(values) else "")
+            rows.append(row)
+        means = parts.groupby(["protocol", "dataset", "method"])[metric].mean().groupby("method").mean()
+        rows.append(["Average"] + [f"{means[label] * 100:.1f}" if label in means else "" for _, label in columns])
+        headers = ["dataset"] + [f"{base} {'original' if label == base else '+' + tuner}" for base, label in columns]
+        blocks.append(f"Table 2: {metric.upper()} (%) of each network's own method (original) and after "
+                      f"{tuner}'s fine-tuning (+{tuner}) — {STD_NOTE}; an empty cell was not run.\n\n"
+                      + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    return "\n\n".join(blocks)
+
+
 def table3(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "") -> str:
     """Minutes each method spends on a whole dataset: its fit and scoring plus every shared model it needs."""
     frame = _require(frame, where)
@@ -99,7 +142,8 @@ def table3(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "
         per_method = group.droplevel([0, 1])
         rows.append([f"{dataset} ({protocol})"] + [f"{per_method[m]:.2f}" if m in per_method else "" for m in order])
     title = ("Table 3: execution time (min) per dataset, summed over partitions and averaged over seeds; "
-             "each method is charged for training every shared model it uses (classifier, CVAE), "
+             "each method is charged for training every shared model it uses (its own network, the classifier, "
+             "a CVAE...), "
              "even where the harness trained it once for several methods.")
     return title + "\n\n" + tabulate(rows, headers=["dataset", *order], tablefmt="github", disable_numparse=True)
 

@@ -69,7 +69,7 @@ def test_stage2_widens_energy_gap_and_leaves_the_feature_extractor_alone(smoke_c
     gap_after = _energy_gap(method.network_, id_images, pseudo)
     assert gap_after > gap_before
 
-    backbone = method.network_[0]
+    backbone = method.network_.features
     for name, tensor in backbone.state_dict().items():
         assert torch.equal(tensor, before[f"backbone.{name}"]), f"stage 2 changed backbone weight {name}"
     for name, tensor in classifier.state_dict().items():  # the shared classifier itself is untouched too
@@ -103,16 +103,16 @@ def test_last_layer_variant_tunes_only_the_final_linear_layer(smoke_context):
     ctx = smoke_context()
     first_layer = copy.deepcopy(ctx.models["classifier"].head[0].state_dict())
     method = MethodSpec("cmg_e", (("tune", "last"),)).build().fit(ctx)
-    head = method.network_[1]
-    assert torch.equal(head[0].weight, first_layer["weight"])
-    assert not torch.equal(head[-1].weight, ctx.models["classifier"].head[-1].weight)
+    tuned = method.network_.features.network  # the frozen copy of the classifier under the tuned layer
+    assert torch.equal(tuned.head[0].weight, first_layer["weight"])
+    assert not torch.equal(method.network_.final_layer.weight, ctx.models["classifier"].head[-1].weight)
 
 
 def test_unfrozen_ablation_changes_the_feature_extractor(smoke_context):
     ctx = smoke_context()
     method = MethodSpec("cmg_e_unfrozen").build().fit(ctx)
     original = ctx.models["classifier"].backbone.state_dict()
-    changed = [name for name, t in method.network_[0].state_dict().items()
+    changed = [name for name, t in method.network_.features.state_dict().items()
                if t.is_floating_point() and not torch.equal(t, original[name])]
     assert changed
 
@@ -133,5 +133,5 @@ def test_bad_choice_is_a_clear_error(smoke_context):
 
     with pytest.raises(BenchError, match="training='sideways' is not one of frozen, unfrozen, direct"):
         CMG(training="sideways").fit(smoke_context())
-    with pytest.raises(BenchError, match="tune='last' only applies to training='frozen'"):
+    with pytest.raises(BenchError, match="training='direct' retrains the cross-entropy classifier's layers"):
         CMG(training="direct", tune="last").fit(smoke_context())

@@ -185,19 +185,19 @@ def test_end_to_end_smoke(fitted, smoke_test_images):
 
 def test_test_path_never_reads_ground_truth_labels(fitted, smoke_task, monkeypatch, tmp_path):
     """Every test label wrong: the OOD metrics are identical, only closed-set accuracy changes."""
-    from bench import runner
+    from bench import runner, scoring
 
     method, ctx = fitted
     settings = runner.Settings(out=str(tmp_path))
-    honest = runner.score_task(method, smoke_task, settings, 200, 0)
-    original = runner.load_ref
+    honest = scoring.score_task(method, smoke_task, settings, 200, 0)
+    original = scoring.load_ref
 
     def wrong_labels(ref, *args):
         data = original(ref, *args)
         return ImageSet(data.images, (data.labels + 1) % ctx.task.num_classes)
 
-    monkeypatch.setattr(runner, "load_ref", wrong_labels)
-    corrupted = runner.score_task(method, smoke_task, settings, 200, 0)
+    monkeypatch.setattr(scoring, "load_ref", wrong_labels)
+    corrupted = scoring.score_task(method, smoke_task, settings, 200, 0)
     assert {k: v for k, v in corrupted.metrics.items() if k != "accuracy"} == \
         {k: v for k, v in honest.metrics.items() if k != "accuracy"}
     assert corrupted.metrics["accuracy"] < honest.metrics["accuracy"]
@@ -214,18 +214,20 @@ def test_iqa_scorer_without_weights_falls_back_to_cb(smoke_context, fitted, capl
         lone.build().fit(smoke_context(lone))
 
 
-def test_recipe_enters_the_cache_keys(smoke_task):
+def test_recipe_enters_the_cache_keys(smoke_task, monkeypatch):
     from bench.runner import task_recipe
     from bench.shared import SHARED_MODELS
+    from bench.shared_models import moodcat
 
     recipe = task_recipe(smoke_task, "smoke")
-    spec = SHARED_MODELS.get("moodcat_generator")
-    wider = dataclasses.replace(recipe, moodcat=dataclasses.replace(
-        recipe.moodcat, generator=dataclasses.replace(recipe.moodcat.generator, width=8)))
-    assert spec.key(smoke_task, recipe, 0, {}) != spec.key(smoke_task, wider, 0, {})
-    held_out = dataclasses.replace(recipe, moodcat=dataclasses.replace(recipe.moodcat, holdout=0.2))
-    pair = SHARED_MODELS.get("moodcat_cb")
-    assert pair.key(smoke_task, recipe, 0, {}) != pair.key(smoke_task, held_out, 0, {})
+    spec, pair = SHARED_MODELS.get("moodcat_generator"), SHARED_MODELS.get("moodcat_cb")
+    generator_key, pair_key = spec.key(smoke_task, recipe, 0, {}), pair.key(smoke_task, recipe, 0, {})
+    part = moodcat.RECIPES["smoke"]
+    monkeypatch.setitem(moodcat.RECIPES, "smoke", dataclasses.replace(
+        part, generator=dataclasses.replace(part.generator, width=8)))
+    assert spec.key(smoke_task, recipe, 0, {}) != generator_key
+    monkeypatch.setitem(moodcat.RECIPES, "smoke", dataclasses.replace(part, holdout=0.2))
+    assert pair.key(smoke_task, recipe, 0, {}) != pair_key
 
 
 def test_cli_runs_moodcat_and_an_ablation_charging_their_own_shared_models(tmp_path, capsys):

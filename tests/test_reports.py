@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.reports import cost_table, leaderboard, table1, table3
+from bench.reports import cost_table, leaderboard, table1, table2, table3
 
 
 def _frame():
@@ -50,3 +50,30 @@ def test_cost_table_puts_a_methods_own_time_against_its_shared_models():
     # alpha is rows 0 and 2: fit (1 + 2) / 2 = 1.5, score (1 + 0) / 2 = 0.5, own 2.0 of 40 s shared = 5.0 %
     assert [cell.strip() for cell in row.strip("|").split("|")] == ["d (p)", "alpha", "1.50", "0.50", "2.00", "40.00",
                                                                     "5.0"]
+
+
+def test_table2_pairs_each_network_with_its_fine_tuned_version():
+    rows = []
+    for partition, shift in (("0-5", 0.0), ("1-6", 0.1)):
+        for method, auroc in (("csi", 0.7), ("csi+cmg_e", 0.8), ("react", 0.6), ("react+cmg_e", 0.65),
+                              ("energy", 0.5)):
+            rows.append({"protocol": "p", "dataset": "d", "partition": partition, "seed": 0, "method": method,
+                         "auroc": auroc + shift, "total_s": 1.0})
+    text = table2(pd.DataFrame(rows), bases=["react", "csi"])
+    header = next(line for line in text.splitlines() if line.startswith("| dataset"))
+    assert header.index("react original") < header.index("react +cmg_e") < header.index("csi original")
+    assert "energy" not in header  # no network was fine-tuned for it
+    row = next(line for line in text.splitlines() if line.startswith("| d (p)"))
+    # csi: 70 and 80 -> 75.0 ± 7.1; csi+cmg_e: 80 and 90 -> 85.0 ± 7.1
+    assert "75.0 ± 7.1" in row and "85.0 ± 7.1" in row
+    average = next(line for line in text.splitlines() if line.startswith("| Average"))
+    assert [cell.strip() for cell in average.split("|")[2:-1]] == ["65.0", "70.0", "75.0", "85.0"]
+
+
+def test_table2_without_fine_tuned_results_says_what_to_run():
+    import pytest
+
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="csi,csi\\+cmg_e"):
+        table2(_frame())

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import pytest
 
+from bench import store
 from bench.errors import BenchError
 from bench.protocol import PROTOCOLS
 from bench.recipes import recipe_for
@@ -13,22 +15,88 @@ from bench.shared import SHARED_MODELS
 from bench.store import ModelCache, ResultStore, content_key
 
 
-def test_cache_key_changes_with_every_input():
+def test_cache_key_changes_with_every_input(monkeypatch):
+    from bench.shared_models import classifier, cvae
+
     spec = SHARED_MODELS.get("classifier")
     first, second = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5", "1-6"])
     recipe = recipe_for("small", (1, 28, 28))
     base = spec.key(first, recipe, 0, {})
+    cvae_base = SHARED_MODELS.get("cvae").key(first, recipe, 0, {})
     assert base == spec.key(first, recipe, 0, {})
     assert base != spec.key(second, recipe, 0, {})  # other classes
     assert base != spec.key(first, recipe, 1, {})  # other seed
     assert base != spec.key(first, recipe_for("smoke", (1, 28, 28)), 0, {})  # other recipe
-    longer = dataclasses.replace(recipe, classifier=dataclasses.replace(recipe.classifier, epochs=4))
-    assert base != spec.key(first, longer, 0, {})
     assert base != spec.key(first, recipe, 0, {"cvae": "abc"})  # other dependency
-    # A recipe field that only the CVAE uses does not retrain the classifier.
-    other_cvae = dataclasses.replace(recipe, cvae=dataclasses.replace(recipe.cvae, epochs=9))
-    assert base == spec.key(first, other_cvae, 0, {})
-    assert SHARED_MODELS.get("cvae").key(first, recipe, 0, {}) != SHARED_MODELS.get("cvae").key(first, other_cvae, 0, {})
+    # A recipe entry that only the CVAE reads does not retrain the classifier, and vice versa.
+    cvae_stage = cvae.RECIPES["gray28", "small"]
+    monkeypatch.setitem(cvae.RECIPES, ("gray28", "small"), dataclasses.replace(cvae_stage, epochs=9))
+    assert base == spec.key(first, recipe, 0, {})
+    assert SHARED_MODELS.get("cvae").key(first, recipe, 0, {}) != cvae_base
+    stage = classifier.RECIPES["gray28", "small"]
+    monkeypatch.setitem(classifier.RECIPES, ("gray28", "small"), dataclasses.replace(stage, epochs=4))
+    assert base != spec.key(first, recipe, 0, {})
+
+
+_REAL_GETSOURCE = inspect.getsource
+
+
+@pytest.fixture
+def fresh_hashes():
+    """Source hashes are memoised per process: drop them before and after a test that fakes edits."""
+    store.source_hash.cache_clear()
+    store.code_closure.cache_clear()
+    yield
+    store.source_hash.cache_clear()
+    store.code_closure.cache_clear()
+
+
+def _edited_source(monkeypatch, *modules):
+    """Pretend `modules` (and only they) were edited: their source gains a comment."""
+    def getsource(obj):
+        text = _REAL_GETSOURCE(obj)
+        return text + "\n# edited\n" if getattr(obj, "__name__", None) in modules else text
+
+    monkeypatch.setattr(inspect, "getsource", getsource)
+    store.source_hash.cache_clear()
+    store.code_closure.cache_clear()
+
+
+def test_model_keys_survive_edits_to_the_harness_but_not_to_their_own_code(monkeypatch, fresh_hashes):
+    task = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5"])[0]
+    recipe = recipe_for("small", (1, 28, 28))
+    kinds = ["classifier", "cvae", "moodcat_generator"]
+    before = {kind: SHARED_MODELS.get(kind).key(task, recipe, 0, {}) for kind in kinds}
+    _edited_source(monkeypatch, "bench.runner", "bench.method", "bench.shared", "bench.recipes", "bench.store",
+                   "bench.cli", "bench.reports", "methods.cmg")
+    assert {kind: SHARED_MODELS.get(kind).key(task, recipe, 0, {}) for kind in kinds} == before
+    _edited_source(monkeypatch, "bench.training")  # the training loop computes every model's weights
+    assert all(SHARED_MODELS.get(kind).key(task, recipe, 0, {}) != before[kind] for kind in ("classifier", "cvae"))
+    _edited_source(monkeypatch, "bench.nets.cvae")  # one network's code retrains that network only
+    assert SHARED_MODELS.get("classifier").key(task, recipe, 0, {}) == before["classifier"]
+    assert SHARED_MODELS.get("cvae").key(task, recipe, 0, {}) != before["cvae"]
+
+
+def test_trial_ids_hash_everything_the_trial_runs(monkeypatch, fresh_hashes):
+    from bench.method import MethodSpec
+    from bench.runner import plan
+
+    assert {"methods.cmg", "methods.energy", "bench.training", "bench.method"} <= set(store.code_closure("methods.cmg"))
+    task = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5"])[0]
+    methods = [MethodSpec("cmg_e"), MethodSpec("react", (("net", "classifier"),)), MethodSpec("cmg_e", (("net", "react"),))]
+
+    def trial_ids():
+        return [trial.trial_id for trial in plan([task], methods, [0], "small")[0]]
+
+    before = trial_ids()
+    _edited_source(monkeypatch, "bench.runner", "bench.cli", "bench.reports")
+    assert trial_ids() == before
+    _edited_source(monkeypatch, "methods.energy")  # CMG-e scores with energy; ReAct too
+    after = trial_ids()
+    assert all(a != b for a, b in zip(after, before))
+    _edited_source(monkeypatch, "methods.energy", "methods.react")  # react+cmg_e runs ReAct's code, cmg_e not
+    edited = trial_ids()
+    assert edited[0] == after[0] and all(e != a for e, a in zip(edited[1:], after[1:]))
 
 
 def test_content_key_is_order_independent():
