@@ -78,7 +78,7 @@ def test_an_unknown_method_is_reported_with_the_implemented_ones(capsys):
     (["run", "--methods", "cmg_e[sigma]", "--protocol", "setting1"], "needs the form key=value"),
     (["run", "--methods", "cmg_e[sigmaa=2]", "--protocol", "setting1"], "has no parameter sigmaa"),
     (["run", "--methods", "softmax", "--protocol", "setting1", "--scale", "huge"], "unknown scale 'huge'"),
-    (["table", "2"], "table 2 is not available"),
+    (["table", "9"], "table 9 is not available"),
     (["run", "--methods", "softmax", *SMOKE[:-2], "--executor", "slurm"], "unknown executor 'slurm'"),
     (["run", "--methods", "softmax", *SMOKE, "--cpus-per-trial", "64"], "does not fit this machine"),
 ])
