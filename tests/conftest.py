@@ -30,7 +30,7 @@ def smoke_task():
 def smoke_context(smoke_task, smoke_cache, tmp_path_factory):
     """A FitContext for partition 0-5 at smoke scale, holding the trained (cached) shared models
     that `method` needs (by default CMG-e's classifier and CVAE)."""
-    settings = Settings(out=str(tmp_path_factory.mktemp("out")), cache=smoke_cache)
+    settings = Settings(out=str(tmp_path_factory.mktemp("out")), cache=smoke_cache, cpus_per_trial=1)
 
     def make(method: MethodSpec = MethodSpec("cmg_e"), seed=0):
         trials, jobs = plan([smoke_task], [method], [seed], "smoke")
