@@ -261,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`bench list methods | head`): nothing left to say
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("bench: interrupted; finished trials are saved, run the same command again to resume", file=sys.stderr)
         return 130

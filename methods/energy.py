@@ -1,6 +1,7 @@
 """Energy score (EBO): Liu et al., NeurIPS 2020.
 
-ID score = -E(x) = T * logsumexp(f(x) / T), on the shared ID classifier.
+ID score = -E(x) = T * logsumexp(f(x) / T), on the network it scores (`net`, default: the
+cross-entropy ID classifier).
 """
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ def negative_energy(logits, temperature: float = 1.0):
 
 @dataclass
 class Energy(ClassifierDetector):
-    """Negative free energy of the ID classifier's logits."""
+    """Negative free energy of the scored network's logits."""
 
     temperature: float = 1.0
 

@@ -1,6 +1,7 @@
 """Maximum softmax probability (MSP): Hendrycks & Gimpel, ICLR 2017.
 
-ID score = max_c softmax(f(x))_c on the shared ID classifier.
+ID score = max_c softmax(f(x))_c on the network it scores (`net`, default: the cross-entropy
+ID classifier).
 """
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ from bench.method import ClassifierDetector, register_method
 
 @dataclass
 class Softmax(ClassifierDetector):
-    """Maximum softmax probability of the ID classifier."""
+    """Maximum softmax probability of the scored network."""
 
     def score_outputs(self, logits, penultimate):
         return logits.softmax(dim=1).max(dim=1).values
