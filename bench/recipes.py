@@ -74,7 +74,9 @@ def recipe_for(scale: str, image_shape: tuple[int, int, int], augment: bool = Fa
 
 
 def describe_part(part: Any) -> Any:
-    """A recipe part as plain data for keys and records (dataclasses become dicts)."""
+    """A recipe part as plain data for keys and records (dataclasses become dicts, also inside dicts)."""
     if hasattr(part, "__dataclass_fields__"):
         return asdict(part)
+    if isinstance(part, dict):
+        return {key: describe_part(value) for key, value in part.items()}
     return part

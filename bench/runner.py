@@ -150,7 +150,8 @@ def train_shared_model(job: ModelJob, settings: Settings, *_dependencies) -> dic
     seconds = time.perf_counter() - start
     meta = {
         "kind": job.kind, "key": job.key, "task": job.task.name, "seed": job.seed,
-        "recipe": job.recipe.describe(), "train_seconds": seconds, "device": str(device),
+        "recipe": {**job.recipe.describe(), "part": describe_part(spec.recipe_part(job.recipe))},
+        "train_seconds": seconds, "device": str(device),
         "dependencies": dict(job.dependencies), "train_images": len(train),
         "provenance": settings.provenance,
     }
@@ -198,7 +199,7 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
         "method_name": trial.method.name,
         "method_params": method.params(),
         "scale": recipe.scale,
-        "recipe": recipe.describe(),
+        "recipe": {**recipe.describe(), "method": describe_part(method.recipe_part(recipe))},
         "data": {"id_train": len(train), **scores.sizes},
         "data_key": content_key([ref.describe() for ref in task.data_refs()]),
         "skipped_ood_sets": list(task.skipped_ood_sets),
