@@ -24,3 +24,14 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generat
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     channel = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def training_input(augment: bool):
+    """uint8 batch -> float network input in [0, 1], with crop + flip when `augment` (the dataset's choice)."""
+    from bench.training import to_float
+
+    def transform(batch: torch.Tensor) -> torch.Tensor:
+        images = to_float(batch)
+        return random_crop_flip(images, padding=4) if augment else images
+
+    return transform

@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from bench.augment import random_crop_flip
+from bench.augment import training_input
 from bench.nets.backbones import Classifier, build_backbone
 from bench.recipes import Stage
 from bench.shared import SharedModel, register_shared_model
-from bench.training import TrainInputs, to_float
+from bench.training import TrainInputs
 
 
 @dataclass(frozen=True)
@@ -91,16 +91,12 @@ def build(task, recipe):
 def train(model, inputs: TrainInputs):
     part = recipe_part(inputs.recipe)
 
-    def transform(batch):
-        images = to_float(batch)
-        return random_crop_flip(images, padding=4) if part.stage.augment else images
-
     def loss(net, x, y):
         return cac_loss(net(x), y, part.alpha, part.lam)
 
     for stage in (part.stage, part.low_lr):
         if stage is not None:
-            model = inputs.fit(model, stage, loss, transform, "cac")
+            model = inputs.fit(model, stage, loss, training_input(stage.augment), "cac")
     return model
 
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import torch.nn.functional as F
 
-from bench.augment import random_crop_flip
+from bench.augment import training_input
 from bench.nets.backbones import Classifier, build_backbone
 from bench.recipes import Stage
 from bench.shared import SharedModel, register_shared_model
-from bench.training import TrainInputs, to_float
+from bench.training import TrainInputs
 
 # Keyed by (image family, scale). paper: the CMG code's backbones and schedules (SPEC.md §3);
 # the released code trains the MNIST classifier for 100 epochs and the CIFAR one for 200.
@@ -38,12 +38,8 @@ def build(task, recipe):
 
 def train(model, inputs: TrainInputs):
     part = stage(inputs.recipe)
-
-    def transform(batch):
-        images = to_float(batch)
-        return random_crop_flip(images, padding=4) if part.augment else images
-
-    return inputs.fit(model, part, lambda net, x, y: F.cross_entropy(net(x), y), transform, "classifier")
+    return inputs.fit(model, part, lambda net, x, y: F.cross_entropy(net(x), y), training_input(part.augment),
+                      "classifier")
 
 
 register_shared_model(SharedModel(
