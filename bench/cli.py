@@ -6,33 +6,91 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from bench.errors import BenchError
 
 DEFAULT_OUT = "results"
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+RECIPE_HELP = ("override recipe fields, e.g. classifier.epochs=30,cvae.width=32, or a TOML file of them; repeatable, "
+               "later wins (`bench list recipes` shows the tables and fields)")
 
 
 def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _seeds(text: str) -> list[int]:
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are BenchErrors, so a bad flag is one line with exit status 2 like every other error."""
+
+    def error(self, message: str):
+        raise BenchError(f"{message} (see `{self.prog} --help`)")
+
+
+def _seed(text: str) -> int:
     try:
-        return [int(item) for item in _csv(text)]
+        seed = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers, e.g. 0,1,2 (got {text!r})") from None
+        seed = None
+    if seed is None or not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be an integer from 0 to {MAX_SEED} (got {text!r})")
+    return seed
+
+
+def _seeds(text: str) -> list[int]:
+    seeds = [_seed(item) for item in _csv(text)]
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"give at least one seed, e.g. 0,1,2 (got {text!r})")
+    return seeds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {text!r})")
+    return value
+
+
+def _output_file(path: str) -> Path:
+    """`--output`: a file whose folder can be written, checked before anything is computed."""
+    from bench.store import ensure_writable
+
+    output = Path(path).expanduser()
+    if output.is_dir():
+        raise BenchError(f"--output {path} is a folder; name a file in it, e.g. {output / 'out.txt'}")
+    folder = output.resolve().parent
+    existing = next(place for place in (folder, *folder.parents) if place.exists())
+    if not existing.is_dir():
+        raise BenchError(f"cannot write --output {path}: {existing} is a file, not a folder; choose another path")
+    ensure_writable(folder, "--output file")
+    return output
+
+
+def _overrides(args) -> tuple:
+    """`--recipe` flags and files, checked against the recipe tables (nothing to load without them)."""
+    if not getattr(args, "recipe", None):
+        return ()
+    from bench.recipes import parse_overrides
+
+    return parse_overrides(args.recipe)
 
 
 def cmd_run(args) -> int:
     from bench import provenance
     from bench.method import parse_methods
-    from bench.reports import table1
+    from bench.reports import for_recipe, table1
     from bench.runner import Settings, run
     from bench.store import ResultStore
 
     methods = parse_methods(args.methods)
+    overrides = _overrides(args)
     settings = Settings(
         out=args.out,
         cache=args.cache,
@@ -44,17 +102,28 @@ def cmd_run(args) -> int:
     )
     summary = run(
         args.protocol, methods, datasets=args.datasets, partitions=args.partitions, seeds=args.seeds,
-        scale=args.scale, executor=args.executor, force=args.force, skip_missing=args.skip_missing, settings=settings,
+        scale=args.scale, overrides=overrides, executor=args.executor, force=args.force, skip_missing=args.skip_missing, settings=settings,
     )
-    logging.getLogger("bench").info("done: %s", summary)
-    frame = ResultStore(args.out).frame()
-    frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)]
-    if args.datasets:
+    failed = summary.pop("failed", [])
+    logging.getLogger("bench").info("done: %s", {**summary, "failed": len(failed)} if failed else summary)
+    frame = for_recipe(ResultStore(args.out).frame(), overrides)
+    if not frame.empty:
+        frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)]
+    if args.datasets and not frame.empty:
         frame = frame[frame["dataset"].isin(args.datasets)]
-    print(table1(frame, methods=[m.label for m in methods], where=args.out))
+    if not frame.empty or not failed:  # every trial failed: the failures below are the whole story
+        print(table1(frame, methods=[m.label for m in methods], where=args.out))
     for task, sets in summary.get("skipped_ood_sets", {}).items():
         print(f"skipped (data missing): {task}: {', '.join(sets)}")
-    return 0
+    if not failed:
+        return 0
+    print(f"bench: {len(failed)} of {summary['ran']} trials failed (records with tracebacks in "
+          f"{Path(failed[0]['path']).parent}; the same command runs them again):", file=sys.stderr)
+    for record in failed:
+        error = record["error"]
+        message = " ".join(error["message"].split())
+        print(f"  {record['name']}  {error['type']}: {message[:500]}", file=sys.stderr)
+    return 1
 
 
 def cmd_data(args) -> int:
@@ -85,21 +154,28 @@ def cmd_data(args) -> int:
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(item) for item in _csv(text)]
+        values = [float(item) for item in _csv(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (got {text!r})") from None
+        values = []
+    if not values or not all(math.isfinite(value) for value in values):
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, e.g. 0.5,0.5,0.5 (got {text!r})")
+    return values
 
 
 def cmd_evaluate(args) -> int:
     from tabulate import tabulate
 
     from bench.evaluation import single_task, evaluate, load_checkpoint
-    from bench.store import ensure_writable, write_text_atomic
+    from bench.method import parse_methods
+    from bench.store import write_text_atomic
 
     if (args.mean is None) != (args.std is None):
         raise BenchError("give both --mean and --std, or neither")
-    if args.output:
-        ensure_writable(Path(args.output).resolve().parent, "output folder")
+    if args.std and min(args.std) <= 0:
+        raise BenchError(f"--std values must be > 0 (got {','.join(f'{v:g}' for v in args.std)})")
+    output = _output_file(args.output) if args.output else None
+    if args.methods:
+        parse_methods(args.methods)  # a bad method or option fails before the checkpoint and data are read
     task = single_task(args.protocol, args.dataset, args.partition)
     model = load_checkpoint(args.checkpoint, args.arch, task, args.width)
     frame = evaluate(
@@ -107,8 +183,8 @@ def cmd_evaluate(args) -> int:
         normalize=(args.mean, args.std) if args.mean else None, seed=args.seed, train_limit=args.train_limit,
         test_limit=args.test_limit, data_root=args.data_root,
     )
-    if args.output:
-        write_text_atomic(Path(args.output), frame.to_csv(index=False))
+    if output:
+        write_text_atomic(output, frame.to_csv(index=False))
     columns = ["method", "ood_set", "auroc", "fpr95", "aupr_in", "aupr_out", "accuracy", "fit_s"]
     print(f"{task.name}, checkpoint {args.checkpoint} ({args.arch}); fpr95 is ID-positive (SPEC.md §1)")
     print(tabulate(frame[columns], headers="keys", tablefmt="github", showindex=False, floatfmt=".4f"))
@@ -133,6 +209,17 @@ def cmd_list(args) -> int:
     elif args.what == "datasets":
         for name, source in DATASETS.items():
             print(f"{name:14s} {source.num_classes:4d} classes {source.image_shape}  {source.how_to_obtain}")
+    elif args.what == "recipes":
+        from bench.recipes import RECIPE_TABLES, flat_fields
+
+        SHARED_MODELS.names(), METHODS.names()  # tables register when their modules load
+        for name, table in RECIPE_TABLES.items():
+            print(f"{name}  (--recipe {name}.<field>=<value>)")
+            for key, entry in table.entries.items():
+                family, scale = key if isinstance(key, tuple) else ("any", key)
+                if args.scale in (None, scale):
+                    settings = " ".join(f"{path}={value}" for path, value in flat_fields(entry).items())
+                    print(f"  {scale:9s} {family:6s} {settings}")
     else:
         for name, model in SHARED_MODELS.items():
             role = "network" if model.network else "model"
@@ -141,9 +228,10 @@ def cmd_list(args) -> int:
 
 
 def _frame(args, per_ood_set: bool = False):
+    from bench.reports import for_recipe
     from bench.store import ResultStore
 
-    frame = ResultStore(args.out).frame(per_ood_set=per_ood_set)
+    frame = for_recipe(ResultStore(args.out).frame(per_ood_set=per_ood_set), _overrides(args))
     for column in ("protocol", "scale"):
         wanted = getattr(args, column, None)
         if wanted and not frame.empty:
@@ -157,11 +245,11 @@ def cmd_table(args) -> int:
     frame = _frame(args)
     methods = _csv(args.methods) if args.methods else None
     builders = {
-        "1": lambda: table1(frame, args.metric, methods, args.out),
-        "2": lambda: table2(frame, args.metric, methods, args.out),
+        "1": lambda: table1(frame, args.metric, methods, args.out, args.spread),
+        "2": lambda: table2(frame, args.metric, methods, args.out, args.spread),
         "3": lambda: table3(frame, methods, args.out),
         "cost": lambda: cost_table(frame, methods, args.out),
-        "ood": lambda: table_ood(_frame(args, per_ood_set=True), args.metric, methods, args.out),
+        "ood": lambda: table_ood(_frame(args, per_ood_set=True), args.metric, methods, args.out, args.spread),
     }
     if args.number not in builders:
         raise BenchError(f"table {args.number} is not available; choose one of {', '.join(builders)}")
@@ -169,19 +257,35 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from bench.compare import TIME_METRICS, compare, format_comparison
+    from bench.reports import PERCENT_METRICS
+
+    if args.metric not in (*PERCENT_METRICS, *TIME_METRICS):
+        raise BenchError(f"unknown metric {args.metric!r}; choose one of {', '.join((*PERCENT_METRICS, *TIME_METRICS))}")
+    if not 0 < args.confidence < 1:
+        raise BenchError(f"--confidence must lie between 0 and 1 (got {args.confidence:g})")
+    if args.resamples < 100:
+        raise BenchError(f"--resamples must be at least 100 (got {args.resamples})")
+    result = compare(_frame(args), args.a, args.b, args.metric, args.confidence, args.resamples, args.seed)
+    print(format_comparison(result))
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from bench.reports import leaderboard
     from bench.store import write_text_atomic
 
+    output = _output_file(args.output) if args.output else None
     text = leaderboard(_frame(args), args.out)
-    if args.output:
-        write_text_atomic(Path(args.output), text + "\n")
+    if output:
+        write_text_atomic(output, text + "\n")
     print(text)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="Benchmark OOD detection methods.")
+    parser = _Parser(prog="bench", description="Benchmark OOD detection methods.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -190,8 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", required=True)
     run.add_argument("--datasets", type=_csv, help="comma list (default: all of the protocol's)")
     run.add_argument("--partitions", type=_csv, help="comma list, e.g. 0-5,1-6 (default: all)")
-    run.add_argument("--seeds", type=_seeds, default=[0], help="comma list of integers (default: 0)")
-    run.add_argument("--scale", default="small", help="smoke | small | paper (default: small)")
+    run.add_argument("--seeds", type=_seeds, default=[0], help=f"comma list of integers 0..{MAX_SEED} (default: 0)")
+    run.add_argument("--scale", default="demo",
+                     help="smoke (tests) | demo (minutes; not for conclusions) | reference (the CPU reference of "
+                     "BENCHMARKS.md) | paper (GPU) (default: demo)")
+    run.add_argument("--recipe", action="append", metavar="OVERRIDES",
+                     help=RECIPE_HELP)
     run.add_argument("--out", default=DEFAULT_OUT, help=f"result folder (default: {DEFAULT_OUT})")
     run.add_argument("--cache", help="model cache folder (default: $BENCH_CACHE or ~/.cache/bench/models)")
     run.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
@@ -209,22 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--checkpoint", required=True, help="state dict saved with torch.save(model.state_dict())")
     evaluator.add_argument("--arch", required=True,
                            help="a bench backbone (cnn4, cnn9, resnet18: bench's Classifier) or torchvision.<model>")
-    evaluator.add_argument("--width", type=int, help="channel width of a bench backbone (default: its own)")
+    evaluator.add_argument("--width", type=_positive_int, help="channel width of a bench backbone (default: its own)")
     evaluator.add_argument("--protocol", required=True)
     evaluator.add_argument("--dataset", help="the dataset the model was trained on (needed when the protocol has several)")
     evaluator.add_argument("--partition", help="the partition it was trained on, e.g. 0-5")
     evaluator.add_argument("--methods", help="comma list (default: every method that needs only a classifier)")
     evaluator.add_argument("--mean", type=_floats, help="per-channel input mean the model expects, e.g. 0.49,0.48,0.45")
     evaluator.add_argument("--std", type=_floats, help="per-channel input std the model expects")
-    evaluator.add_argument("--seed", type=int, default=0)
-    evaluator.add_argument("--train-limit", type=int, help="fit statistics on a seeded subset of the ID training set")
-    evaluator.add_argument("--test-limit", type=int, help="score a seeded subset of each test set")
+    evaluator.add_argument("--seed", type=_seed, default=0)
+    evaluator.add_argument("--train-limit", type=_positive_int,
+                           help="fit statistics on a seeded subset of the ID training set")
+    evaluator.add_argument("--test-limit", type=_positive_int, help="score a seeded subset of each test set")
     evaluator.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
     evaluator.add_argument("--output", help="also write the table as CSV to this file")
     evaluator.set_defaults(handler=cmd_evaluate)
 
     lister = sub.add_parser("list", help="list methods, protocols, datasets or shared models")
-    lister.add_argument("what", choices=["methods", "protocols", "datasets", "models"])
+    lister.add_argument("what", choices=["methods", "protocols", "datasets", "models", "recipes"])
+    lister.add_argument("--scale", help="recipes: only this scale's entries")
     lister.set_defaults(handler=cmd_list)
 
     data = sub.add_parser("data", help="which datasets are present, where they are looked for, how to obtain them")
@@ -238,24 +348,65 @@ def build_parser() -> argparse.ArgumentParser:
                        "models') or ood (one row per OOD set)")
     table.add_argument("--metric", default="auroc", help="for table 1: auroc, fpr95, fpr95_oodpos, aupr_in, aupr_out, accuracy")
     table.add_argument("--methods", help="comma list: column order and filter (table 2: the base networks)")
+    table.add_argument("--spread", default="partitions",
+                       help="what ± is over: partitions (default; the per-partition mean over seeds) or cells "
+                       "(every partition x seed)")
     table.add_argument("--protocol")
     table.add_argument("--scale")
+    table.add_argument("--recipe", action="append", metavar="OVERRIDES",
+                       help="results of the recipe with these overrides (default: the scale's own recipe)")
     table.add_argument("--out", default=DEFAULT_OUT)
     table.set_defaults(handler=cmd_table)
+
+    comparer = sub.add_parser("compare", help="paired difference of two methods over the cells both have, "
+                              "with a bootstrap interval and the win count")
+    comparer.add_argument("a", help="method label, e.g. cmg_e")
+    comparer.add_argument("b", help="method label, e.g. energy")
+    comparer.add_argument("--metric", default="auroc", help="auroc (default), fpr95, fpr95_oodpos, aupr_in, aupr_out, "
+                          "accuracy, or a time: fit_s, score_s, shared_s, total_s")
+    comparer.add_argument("--confidence", type=float, default=0.95)
+    comparer.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    comparer.add_argument("--seed", type=_seed, default=0, help="seed of the bootstrap")
+    comparer.add_argument("--protocol")
+    comparer.add_argument("--scale")
+    comparer.add_argument("--recipe", action="append", metavar="OVERRIDES",
+                          help="results of the recipe with these overrides (default: the scale's own recipe)")
+    comparer.add_argument("--out", default=DEFAULT_OUT)
+    comparer.set_defaults(handler=cmd_compare)
 
     board = sub.add_parser("leaderboard", help="markdown leaderboard ranked by mean AUROC")
     board.add_argument("--out", default=DEFAULT_OUT)
     board.add_argument("--protocol")
     board.add_argument("--scale")
+    board.add_argument("--recipe", action="append", metavar="OVERRIDES",
+                       help="results of the recipe with these overrides (default: the scale's own recipe)")
     board.add_argument("--output", help="also write the markdown to this file")
     board.set_defaults(handler=cmd_leaderboard)
     return parser
 
 
+_STOPPED_BY: list[int] = []  # the signal that stopped this run (Ray turns a KeyboardInterrupt into a plain one)
+
+
+def _stop(signum, _frame) -> None:
+    """SIGTERM and SIGINT stop a run the same way: a KeyboardInterrupt where the program is, so that
+    in-flight jobs are cancelled and Ray shuts down on the way out (job schedulers send SIGTERM)."""
+    _STOPPED_BY.append(signum)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BenchError as err:  # a bad flag: the same one line as every other error
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("bench.training").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    _STOPPED_BY.clear()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         return args.handler(args)
     except BenchError as err:
@@ -265,7 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("bench: interrupted; finished trials are saved, run the same command again to resume", file=sys.stderr)
-        return 130
+        signum = _STOPPED_BY[0] if _STOPPED_BY else signal.SIGINT
+        print(f"bench: stopped by {signal.Signals(signum).name}; finished trials are saved, run the same command "
+              "again to resume", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 

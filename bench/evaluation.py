@@ -59,6 +59,9 @@ def evaluate(model: nn.Module, protocol: str, methods: Sequence[str] | str | Non
 
     from bench.runner import Settings, check_data, load_ref, score_task, seed_everything
 
+    for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
+        if limit is not None and not (isinstance(limit, int) and limit >= 1):
+            raise BenchError(f"{name} must be an integer >= 1, or None for the whole set (got {limit!r})")
     task = single_task(protocol, dataset, partition)
     text = methods if isinstance(methods, str) else ",".join(methods or post_hoc_method_names())
     specs = parse_methods(text)
@@ -96,6 +99,8 @@ def load_checkpoint(path: str | Path, arch: str, task, width: int | None = None)
     from bench.nets.backbones import BACKBONES, Classifier, build_backbone
 
     path = Path(path)
+    if width is not None and not (isinstance(width, int) and width >= 1):
+        raise BenchError(f"width must be an integer >= 1, or None for the backbone's own (got {width!r})")
     if not path.is_file():
         raise BenchError(f"checkpoint {path} does not exist")
     if arch.startswith("torchvision."):

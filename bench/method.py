@@ -10,11 +10,17 @@ Two axes: a trained network (a shared model that meets `bench.nets.contract`, or
 that provides one, like ReAct's rectified classifier) and a score on it. Every post-hoc
 score takes `net=<network>` (`energy[net=cac]`); a method that fine-tunes a network
 (`tunes_network`) is written `<network>+<method>` (`csi+cmg_e`, the same as `cmg_e[net=csi]`).
+
+Every option's type is its annotation, and what it accepts beyond that is declared beside it
+(`sigma: float = option(5.0, gt=0)`, `bench.registry.option`); a `MethodSpec` checks every value
+against both, and the method's own `check` for constraints between options, when it is built,
+so `bench run` rejects a bad option in one line before any data is loaded.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -26,10 +32,11 @@ from bench.data import ImageSet
 from bench.errors import BenchError
 from bench.protocol import Task
 from bench.recipes import Recipe
-from bench.registry import Registry
+from bench.registry import Registry, option, option_problem
 from bench.training import to_float
 
-__all__ = ["Detector", "ClassifierDetector", "FitContext", "Prediction", "MethodSpec", "register_method", "to_float"]
+__all__ = ["Detector", "ClassifierDetector", "FitContext", "Prediction", "MethodSpec", "option", "register_method",
+           "to_float"]
 
 
 class Prediction(NamedTuple):
@@ -69,6 +76,10 @@ class Detector(ABC):
 
     def fit(self, ctx: FitContext) -> "Detector":
         return self
+
+    def check(self) -> None:
+        """Raise a BenchError for a combination of options that cannot work (each option alone is already
+        checked against its declaration); runs when a MethodSpec is built, before anything is loaded."""
 
     def recipe_part(self, recipe: Recipe) -> Any:
         """The part of the recipe that this method's own fitting reads (None: none); it enters trial ids."""
@@ -223,14 +234,23 @@ class MethodSpec:
         return f"{prefix}{self.name}{options}"
 
     def build(self) -> Detector:
+        """The detector, once every option is known and accepted (a one-line BenchError otherwise)."""
         entry = METHODS.get(self.name)
         known = entry.parameters()
         unknown = [key for key, _ in self.overrides if key not in known]
         if unknown:
-            raise BenchError(
-                f"method {self.name!r} has no parameter {', '.join(unknown)}; its parameters are {', '.join(known)}"
-            )
-        return entry.cls(**{**entry.defaults, **dict(self.overrides)})
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise BenchError(f"method {self.name!r} has no parameter {', '.join(unknown)}{hint}; "
+                             f"its parameters are {', '.join(known)}")
+        values = {**entry.defaults, **dict(self.overrides)}
+        for key, value in values.items():
+            problem = option_problem(entry.cls, key, value)
+            if problem:
+                raise BenchError(f"{self.label}: {problem}")
+        method = entry.cls(**values)
+        method.check()
+        return method
 
     def requires(self) -> tuple[str, ...]:
         """Shared-model kinds this configuration needs; a variant may need different ones."""
@@ -241,10 +261,26 @@ _ITEM = re.compile(r"\s*(?:([A-Za-z0-9_]+)\s*\+\s*)?([A-Za-z0-9_]+)\s*(?:\[(.*?)
 
 
 def _value(text: str) -> Any:
+    """A Python literal (3, 0.5, False, None, (20,80)) as itself; anything else as text."""
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
+
+
+def _options(text: str) -> list[str]:
+    """`a=1,b=(20,80)` -> ['a=1', 'b=(20,80)']: split at the commas outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for position, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            parts.append(text[start:position])
+            start = position + 1
+    parts.append(text[start:])
+    return [part for part in parts if part.strip()]
 
 
 def parse_methods(text: str) -> list[MethodSpec]:
@@ -258,7 +294,7 @@ def parse_methods(text: str) -> list[MethodSpec]:
                              "write e.g. cmg_e[sigma=3],energy[net=cac],csi+cmg_e")
         network, name, args = match.groups()
         overrides = [("net", network)] if network else []
-        for pair in filter(None, (args or "").split(",")):
+        for pair in _options(args or ""):
             key, sep, value = pair.partition("=")
             if not sep:
                 raise BenchError(f"method option {pair!r} needs the form key=value")
@@ -273,4 +309,9 @@ def parse_methods(text: str) -> list[MethodSpec]:
         position = match.end()
     if not specs:
         raise BenchError("no methods given; see `bench list methods`")
+    labels = [spec.label for spec in specs]
+    repeated = list(dict.fromkeys(label for label in labels if labels.count(label) > 1))
+    if repeated:
+        raise BenchError(f"the method list names {', '.join(repeated)} more than once; give each method once "
+                         "(`a+b` is the same method as b[net=a])")
     return specs

@@ -1,7 +1,8 @@
 """Tables from the result store only: the papers' Tables 1-3, one row per OOD set, and a leaderboard.
 
-Spread is the sample standard deviation (ddof=1) across partitions of the per-partition
-mean over seeds; with one seed per partition that is the papers' "± over 5 partitions".
+Spread is the sample standard deviation (ddof=1), by default across partitions of the
+per-partition mean over seeds (with one seed, the papers' "± over 5 partitions"), or across
+every (partition, seed) cell (`spread="cells"`); each table says which and how many.
 """
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ from tabulate import tabulate
 from bench.errors import BenchError
 
 PERCENT_METRICS = ("auroc", "fpr95", "fpr95_oodpos", "aupr_in", "aupr_out", "accuracy")
-STD_NOTE = "± is the sample std (ddof=1) over partitions of the per-partition mean over seeds"
+OOD_METRICS = PERCENT_METRICS[:-1]  # accuracy is per ID test set, not per OOD set
+SPREADS = {
+    "partitions": "± is the sample std (ddof=1) over partitions of the per-partition mean over seeds",
+    "cells": "± is the sample std (ddof=1) over all (partition, seed) cells",
+}
+
+
+def _check_choices(metric: str, metrics: tuple[str, ...], spread: str, what: str = "metric") -> None:
+    """Name a bad --metric or --spread before looking at the results (an empty store is another problem)."""
+    if metric not in metrics:
+        raise BenchError(f"unknown {what} {metric!r}; choose one of {', '.join(metrics)}")
+    if spread not in SPREADS:
+        raise BenchError(f"unknown spread {spread!r}; choose one of {', '.join(SPREADS)}")
 
 
 def _require(frame: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -31,8 +44,35 @@ def _require(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     return frame
 
 
-def _per_partition(frame: pd.DataFrame, value: str) -> pd.DataFrame:
-    return frame.groupby(["protocol", "dataset", "method", "partition"], as_index=False)[value].mean()
+def for_recipe(frame: pd.DataFrame, overrides=()) -> pd.DataFrame:
+    """The rows a recipe produced: each trial's own overrides are those of `overrides` that reach its tables.
+
+    Without overrides: the scale's own recipe. A trial that no override reaches (or changes) is shared by both.
+    """
+    from bench.recipes import overrides_text
+
+    if frame.empty or "overrides" not in frame:
+        return frame
+    wanted = frame.apply(lambda row: row["overrides"] == overrides_text(
+        o for o in overrides if o.table in row["recipe_tables"] and o.changes(row["family"], row["scale"])), axis=1)
+    return frame[wanted.astype(bool)]
+
+
+def _units(frame: pd.DataFrame, value: str, spread: str, by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The values the ± is taken over: per-partition means over seeds, or every (partition, seed) cell."""
+    if spread not in SPREADS:
+        raise BenchError(f"unknown spread {spread!r}; choose one of {', '.join(SPREADS)}")
+    keys = ["protocol", "dataset", *by, "method", "partition"] + (["seed"] if spread == "cells" else [])
+    return frame.groupby(keys, as_index=False)[value].mean()
+
+
+def _note(frame: pd.DataFrame, spread: str) -> str:
+    """Which spread, over how many partitions and seeds."""
+    partitions = frame.groupby(["protocol", "dataset"])["partition"].nunique()
+    seeds = frame.groupby(["protocol", "dataset", "partition"])["seed"].nunique()
+    count = f"{partitions.min()}" if partitions.min() == partitions.max() else f"{partitions.min()}-{partitions.max()}"
+    seed = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
+    return f"{SPREADS[spread]} ({count} partitions x {seed} seeds)"
 
 
 def _cell(values: pd.Series, scale: float, digits: int) -> str:
@@ -47,12 +87,15 @@ def _method_order(frame: pd.DataFrame, methods: list[str] | None) -> list[str]:
     return [m for m in methods if m in present] if methods else sorted(present)
 
 
-def table1(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None = None, where: str = "") -> str:
+def table1(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None = None, where: str = "",
+           spread: str = "partitions") -> str:
     """One row per dataset, one column per method: mean ± std over partitions, in percent."""
+    _check_choices(metric, PERCENT_METRICS, spread)
     frame = _require(frame, where)
     if metric not in frame:
-        raise BenchError(f"unknown metric {metric!r}; choose one of {', '.join(PERCENT_METRICS)}")
-    parts = _per_partition(frame, metric)
+        raise BenchError(f"the results in {where} have no {metric} (an older version wrote them); "
+                         "choose another metric or re-run them with --force")
+    parts = _units(frame, metric, spread)
     order = _method_order(parts, methods)
     rows = []
     for (protocol, dataset), group in parts.groupby(["protocol", "dataset"], sort=False):
@@ -64,18 +107,21 @@ def table1(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None
         rows.append(row)
     means = parts.groupby(["protocol", "dataset", "method"])[metric].mean().groupby("method").mean()
     rows.append(["Average", ""] + [f"{means[m] * 100:.1f}" if m in means else "" for m in order])
-    title = f"Table 1: {metric.upper()} (%) — {STD_NOTE}."
+    title = f"Table 1: {metric.upper()} (%) — {_note(frame, spread)}."
     if metric.startswith("fpr95"):
         title += " fpr95 accepts 95% of ID (ID-positive); fpr95_oodpos catches 95% of OOD."
     return title + "\n\n" + tabulate(rows, headers=["dataset", "partitions", *order], tablefmt="github", disable_numparse=True)
 
 
-def table_ood(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None = None, where: str = "") -> str:
+def table_ood(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None = None, where: str = "",
+              spread: str = "partitions") -> str:
     """One row per (dataset, OOD set), one column per method, as far-OOD papers report; needs a per-OOD-set frame."""
+    _check_choices(metric, OOD_METRICS, spread, "OOD metric")
     frame = _require(frame, where)
-    if metric not in frame or metric == "accuracy":
-        raise BenchError(f"unknown OOD metric {metric!r}; choose one of {', '.join(PERCENT_METRICS[:-1])}")
-    parts = frame.groupby(["protocol", "dataset", "ood_set", "method", "partition"], as_index=False)[metric].mean()
+    if metric not in frame:
+        raise BenchError(f"the results in {where} have no {metric} (an older version wrote them); "
+                         "choose another metric or re-run them with --force")
+    parts = _units(frame, metric, spread, by=("ood_set",))
     order = _method_order(parts, methods)
     rows = []
     for (protocol, dataset, ood_set), group in parts.groupby(["protocol", "dataset", "ood_set"], sort=False):
@@ -84,7 +130,7 @@ def table_ood(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | N
             values = group.loc[group["method"] == method, metric]
             row.append(_cell(values, 100, 1) if len(values) else "")
         rows.append(row)
-    title = f"{metric.upper()} (%) per OOD set — {STD_NOTE}; an empty cell: that set was not run (or was skipped)."
+    title = f"{metric.upper()} (%) per OOD set — {_note(frame, spread)}; an empty cell: that set was not run (or was skipped)."
     return title + "\n\n" + tabulate(rows, headers=["dataset", "OOD set", *order], tablefmt="github", disable_numparse=True)
 
 
@@ -98,16 +144,19 @@ def _fine_tuned_pairs(methods) -> dict[str, list[str]]:
     return pairs
 
 
-def table2(frame: pd.DataFrame, metric: str = "auroc", bases: list[str] | None = None, where: str = "") -> str:
+def table2(frame: pd.DataFrame, metric: str = "auroc", bases: list[str] | None = None, where: str = "",
+           spread: str = "partitions") -> str:
     """CMG's Table 2 layout: per base network, its own method ("original") beside `<base>+<tuner>`.
 
     Pairs are read from the method labels, so any method that fine-tunes a network gets a
     table: one row per dataset (mean ± std over partitions) and an average row.
     """
+    _check_choices(metric, PERCENT_METRICS, spread)
     frame = _require(frame, where)
     if metric not in frame:
-        raise BenchError(f"unknown metric {metric!r}; choose one of {', '.join(PERCENT_METRICS)}")
-    parts = _per_partition(frame, metric)
+        raise BenchError(f"the results in {where} have no {metric} (an older version wrote them); "
+                         "choose another metric or re-run them with --force")
+    parts = _units(frame, metric, spread)
     pairs = _fine_tuned_pairs(dict.fromkeys(parts["method"]))
     if not pairs:
         raise BenchError(f"no fine-tuned results in {where}; run e.g. `bench run --methods csi,csi+cmg_e ...`")
@@ -126,7 +175,7 @@ def table2(frame: pd.DataFrame, metric: str = "auroc", bases: list[str] | None =
         rows.append(["Average"] + [f"{means[label] * 100:.1f}" if label in means else "" for _, label in columns])
         headers = ["dataset"] + [f"{base} {'original' if label == base else '+' + tuner}" for base, label in columns]
         blocks.append(f"Table 2: {metric.upper()} (%) of each network's own method (original) and after "
-                      f"{tuner}'s fine-tuning (+{tuner}) — {STD_NOTE}; an empty cell was not run.\n\n"
+                      f"{tuner}'s fine-tuning (+{tuner}) — {_note(frame, spread)}; an empty cell was not run.\n\n"
                       + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     return "\n\n".join(blocks)
 

@@ -4,24 +4,35 @@ Shared models are jobs of their own: each distinct (kind, key) is trained exactl
 before the trials that need it, on Ray (fractional CPUs/GPUs per job) or in-process.
 Each trial writes its record the moment it finishes, so a killed run loses nothing done.
 Nothing here knows any method, dataset or protocol by name.
+
+A job that fails never stops the others: a trial that raises, or whose scores are not one
+finite number per image, becomes a failed record (`ResultStore.write_failure`), and so does
+every trial of a shared model that fails to train. Both executors run the same job
+functions (`model_job`, `trial_job`), which return outcomes instead of raising. File locks
+in the cache and the store let several runs share them (`ModelCache.lock`, `ResultStore.lock`).
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import signal
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import Timeout
 
 from bench import provenance
 from bench.data import DATASETS, load_split
 from bench.errors import BenchError
 from bench.method import FitContext, MethodSpec
 from bench.protocol import PROTOCOLS, DataRef, Task
-from bench.recipes import Recipe, describe_part, recipe_for
+from bench.recipes import Override, Recipe, describe_part, recipe_for
 from bench.shared import SHARED_MODELS
 from bench.scoring import load_ref, score_task
 from bench.training import TrainInputs
@@ -68,6 +79,7 @@ class Trial:
     method: MethodSpec
     recipe: Recipe
     models: tuple[tuple[str, str], ...]  # (kind, key) of every shared model the method gets
+    recipe_tables: tuple[str, ...] = ()  # the recipe tables its numbers depend on (which overrides can reach it)
 
     @property
     def trial_id(self) -> str:
@@ -90,17 +102,32 @@ class Trial:
         return f"{self.task.name}/seed{self.seed}/{self.method.label}"
 
 
-def task_recipe(task: Task, scale: str) -> Recipe:
+def task_recipe(task: Task, scale: str, overrides: tuple[Override, ...] = ()) -> Recipe:
     source = DATASETS.get(task.id_train.dataset)
-    return recipe_for(scale, task.image_shape, augment=source.train_augment)
+    return recipe_for(scale, task.image_shape, augment=source.train_augment, overrides=overrides)
 
 
-def plan(tasks: list[Task], methods: list[MethodSpec], seeds: list[int], scale: str) -> tuple[list[Trial], dict]:
-    """Trials plus the shared-model jobs they need, keyed by (kind, key), in dependency order."""
+def _model_closure(kinds) -> list[str]:
+    closure, pending = [], list(kinds)
+    while pending:
+        kind = pending.pop()
+        if kind not in closure:
+            closure.append(kind)
+            pending.extend(SHARED_MODELS.get(kind).requires)
+    return closure
+
+
+def plan(tasks: list[Task], methods: list[MethodSpec], seeds: list[int], scale: str,
+         overrides: tuple[Override, ...] = ()) -> tuple[list[Trial], dict]:
+    """Trials plus the shared-model jobs they need, keyed by (kind, key), in dependency order.
+
+    Each trial and model carries only the recipe overrides that reach its own recipe parts.
+    """
     jobs: dict[tuple[str, str], ModelJob] = {}
 
     def job_for(kind: str, task: Task, recipe: Recipe, seed: int) -> tuple[str, str]:
         spec = SHARED_MODELS.get(kind)
+        recipe, _ = recipe.narrowed(*(SHARED_MODELS.get(k).recipe_part for k in _model_closure([kind])))
         deps = tuple(job_for(dep, task, recipe, seed) for dep in spec.requires)
         key = spec.key(task, recipe, seed, dict(deps))
         jobs.setdefault((kind, key), ModelJob(kind, key, task, recipe, seed, deps))
@@ -108,11 +135,15 @@ def plan(tasks: list[Task], methods: list[MethodSpec], seeds: list[int], scale: 
 
     trials = []
     for task in tasks:
-        recipe = task_recipe(task, scale)
-        for seed in seeds:
-            for method in methods:
-                models = tuple(job_for(kind, task, recipe, seed) for kind in method.requires())
-                trials.append(Trial(task, seed, method, recipe, models))
+        full = task_recipe(task, scale, overrides)
+        full.check()
+        for method in methods:
+            kinds = method.requires()
+            parts = (method.build().recipe_part, *(SHARED_MODELS.get(k).recipe_part for k in _model_closure(kinds)))
+            recipe, tables = full.narrowed(*parts)
+            for seed in seeds:
+                models = tuple(job_for(kind, task, recipe, seed) for kind in kinds)
+                trials.append(Trial(task, seed, method, recipe, models, tuple(tables)))
     return trials, jobs
 
 
@@ -131,11 +162,38 @@ def build_cached(kind: str, key: str, task: Task, recipe: Recipe, settings: Sett
 def train_shared_model(job: ModelJob, settings: Settings, *_dependencies) -> dict:
     """Train and cache one shared model unless the cache has it; return its metadata.
 
-    `_dependencies` are only there so that Ray starts this job after the ones it needs.
+    Check, training and saving happen under the model's lock in the cache: a second run that
+    needs the model meanwhile waits, then finds it cached. `_dependencies` are only there so
+    that Ray starts this job after the ones it needs.
     """
     cache = ModelCache(settings.cache)
     if cache.has(job.kind, job.key) and not settings.retrain:
         return cache.meta(job.kind, job.key)
+    lock = cache.lock(job.kind, job.key)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another run is making %s for %s; waiting for it", job.kind, job.task.name)
+        lock.acquire()
+    try:
+        if cache.has(job.kind, job.key) and (not settings.retrain or _saved_since(cache.folder(job.kind, job.key),
+                                                                                  settings)):
+            return cache.meta(job.kind, job.key)
+        return _train(job, settings, cache)
+    finally:
+        lock.release()
+
+
+def _saved_since(folder: Path, settings: Settings) -> bool:
+    """Whether a cached model was saved after this run started (with --retrain, by a concurrent run: keep it)."""
+    started = settings.provenance.get("started")
+    if not started:
+        return False
+    saved = datetime.datetime.fromtimestamp((folder / "meta.json").stat().st_mtime, datetime.timezone.utc)
+    return saved >= datetime.datetime.fromisoformat(started)
+
+
+def _train(job: ModelJob, settings: Settings, cache: ModelCache) -> dict:
     torch.set_num_threads(settings.threads())
     device = settings.device()
     generator = seed_everything(job.seed)
@@ -172,6 +230,31 @@ def _shared_seconds(pairs, cache: ModelCache) -> dict[str, dict]:
     return charged
 
 
+class InvalidScores(BenchError):
+    """A method returned scores that are not one finite number per image."""
+
+
+class CheckedScores:
+    """A fitted method whose every prediction is checked before scoring turns it into metrics."""
+
+    def __init__(self, method, label: str):
+        self.method, self.label = method, label
+
+    def predict(self, x: torch.Tensor):
+        prediction = self.method.predict(x)
+        score, images = prediction.score, len(x)
+        if score.dim() != 1 or len(score) != images or len(prediction.label) != images:
+            raise InvalidScores(f"method {self.label} returned scores of shape {tuple(score.shape)} and labels of shape "
+                                f"{tuple(prediction.label.shape)} for {images} images; it must return one of each per image")
+        bad = int((~torch.isfinite(score.detach())).sum())
+        if bad:
+            raise InvalidScores(f"method {self.label} returned {bad} NaN or infinite scores of {images}")
+        return prediction
+
+    def __getattr__(self, name):
+        return getattr(self.method, name)
+
+
 def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
     """Fit one method on one task and seed, score the test sets, write the record."""
     torch.set_num_threads(settings.threads())
@@ -185,7 +268,7 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
     start = time.perf_counter()
     method.fit(FitContext(task, train, models, recipe, trial.seed, device, generator))
     fit_seconds = time.perf_counter() - start
-    scores = score_task(method, task, settings, recipe.test_limit, trial.seed)
+    scores = score_task(CheckedScores(method, trial.method.label), task, settings, recipe.test_limit, trial.seed)
 
     shared = _shared_seconds(trial.models, ModelCache(settings.cache))
     shared_seconds = sum(item["train_seconds"] for item in shared.values())
@@ -199,7 +282,8 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
         "method_name": trial.method.name,
         "method_params": method.params(),
         "scale": recipe.scale,
-        "recipe": {**recipe.describe(), "method": describe_part(method.recipe_part(recipe))},
+        "recipe": {**recipe.describe(), "tables": list(trial.recipe_tables),
+                   "method": describe_part(method.recipe_part(recipe))},
         "data": {"id_train": len(train), **scores.sizes},
         "data_key": content_key([ref.describe() for ref in task.data_refs()]),
         "skipped_ood_sets": list(task.skipped_ood_sets),
@@ -254,67 +338,159 @@ def check_data(tasks: list[Task], settings: Settings, skip_missing: bool = False
     return ready
 
 
+def _error(err: BaseException, trace: str | None = None) -> dict:
+    """What a failed record says about an exception: its type, its message and where it came from."""
+    return {"type": type(err).__name__, "message": str(err) or type(err).__name__,
+            "traceback": trace if trace is not None else traceback.format_exc()}
+
+
+def _failed_dependency(outcomes) -> dict | None:
+    """The error of the first shared model among `outcomes` that failed, naming it, else None."""
+    for outcome in outcomes:
+        if "error" in outcome:
+            kind, key = outcome["model"]
+            cause = outcome["error"]
+            if "model" in cause:  # it failed because a model it needs failed: name that one
+                return cause
+            return {"type": "SharedModelFailed", "model": {"kind": kind, "key": key},
+                    "message": f"shared model {kind} ({key}) failed to train: {cause['type']}: {cause['message']}",
+                    "traceback": cause["traceback"]}
+    return None
+
+
+def model_job(job: ModelJob, settings: Settings, *dependencies: dict) -> dict:
+    """Train one shared model unless the cache has it: {"model", "meta"}, or {"model", "error"}.
+
+    `dependencies` are the outcomes of the jobs it needs (Ray starts it after them); when one of
+    them failed, this one fails too, without training.
+    """
+    outcome = {"model": (job.kind, job.key)}
+    failed = _failed_dependency(dependencies)
+    if failed:
+        return {**outcome, "error": failed}
+    try:
+        return {**outcome, "meta": train_shared_model(job, settings)}
+    except Exception as err:  # noqa: BLE001 - any failure of one model is recorded, never raised
+        return {**outcome, "error": _error(err)}
+
+
+def trial_job(trial: Trial, settings: Settings, force: bool, *dependencies: dict) -> dict:
+    """Run one trial under its lock: {"trial_id", "result"}, {"trial_id", "error"}, or {"trial_id", "taken"}
+    when another run finished it meanwhile. `dependencies`: outcomes of the model jobs it waits on."""
+    outcome = {"trial_id": trial.trial_id}
+    failed = _failed_dependency(dependencies)
+    if failed:
+        return {**outcome, "error": failed}
+    try:
+        store = ResultStore(settings.out)
+        with store.lock(trial.trial_id):
+            if not force and store.has(trial.trial_id):
+                return {**outcome, "taken": True}
+            return {**outcome, "result": run_trial(trial, settings)}
+    except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, never raised
+        return {**outcome, "error": _error(err)}
+
+
 class LocalExecutor:
     """Runs jobs one after another in this process: for debugging and for tests."""
 
-    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, report) -> None:
-        for job in jobs:
-            train_shared_model(job, settings)
+    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, force: bool, finish) -> None:
+        outcomes = {}
+        for job in jobs:  # dependency order
+            deps = [outcomes[pair] for pair in job.dependencies if pair in outcomes]
+            outcomes[job.kind, job.key] = outcome = model_job(job, settings, *deps)
+            finish(outcome)
         for trial in trials:
-            report(run_trial(trial, settings))
+            finish(trial_job(trial, settings, force, *(outcomes[pair] for pair in trial.models if pair in outcomes)))
 
 
 class RayExecutor:
-    """Runs jobs as Ray tasks; a trial waits on the shared models it needs, passed as arguments."""
+    """Runs jobs as Ray tasks; a trial waits on the shared models it needs, passed as arguments.
 
-    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, report) -> None:
+    A Ray started here stops when the run ends, however it ends: on an exception (Ctrl-C and
+    SIGTERM arrive as KeyboardInterrupt, see `bench.cli.main`) the jobs still running are
+    cancelled and their workers killed before it is shut down.
+    """
+
+    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, force: bool, finish) -> None:
         import ray
 
-        if not ray.is_initialized():
-            project_root = str(Path(__file__).resolve().parent.parent)
-            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, os.environ.get("PYTHONPATH")]))
-            ray.init(
-                num_gpus=torch.cuda.device_count(),
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=True,
-            )
+        started = not ray.is_initialized()
+        if started:
+            _start_ray(ray)
+        try:
+            self._run(ray, jobs, trials, settings, force, finish)
+        finally:
+            if started:
+                ray.shutdown()
+
+    @staticmethod
+    def _run(ray, jobs, trials, settings, force, finish) -> None:
         resources = {"num_cpus": settings.cpus_per_trial, "num_gpus": settings.gpus_per_trial}
-        train_remote = ray.remote(train_shared_model).options(**resources)
-        trial_remote = ray.remote(run_trial).options(**resources)
-        model_refs, watching = {}, {}
+        model_remote = ray.remote(model_job).options(**resources)
+        trial_remote = ray.remote(trial_job).options(**resources)
+        model_refs, watching, given = {}, {}, {}  # given: the model jobs whose outcomes a job receives
         for job in jobs:  # dependency order: a job's dependencies were planned before it
-            deps = [model_refs[pair] for pair in job.dependencies if pair in model_refs]
-            model_refs[job.kind, job.key] = ref = train_remote.remote(job, settings, *deps)
-            watching[ref] = "model"
+            given_pairs = [pair for pair in job.dependencies if pair in model_refs]
+            ref = model_remote.remote(job, settings, *(model_refs[pair] for pair in given_pairs))
+            model_refs[job.kind, job.key], watching[ref], given[ref] = ref, {"model": (job.kind, job.key)}, given_pairs
         for trial in trials:
-            deps = [model_refs[pair] for pair in trial.models if pair in model_refs]
-            watching[trial_remote.remote(trial, settings, *deps)] = "trial"
+            given_pairs = [pair for pair in trial.models if pair in model_refs]
+            ref = trial_remote.remote(trial, settings, force, *(model_refs[pair] for pair in given_pairs))
+            watching[ref], given[ref] = {"trial_id": trial.trial_id}, given_pairs
         try:
             while watching:
-                (ref,), _ = ray.wait(list(watching), num_returns=1)
-                kind = watching.pop(ref)
-                result = _unwrap(ray, ref)
-                if kind == "trial":
-                    report(result)
-                else:
-                    log.info("trained %s for %s in %.1fs", result["kind"], result["task"], result["train_seconds"])
+                ready, _ = ray.wait(list(watching), num_returns=1, timeout=1.0)  # a timeout lets signals in
+                for ref in ready:
+                    finish(_collect(ray, ref, watching.pop(ref), {pair: model_refs[pair] for pair in given.pop(ref)}))
         finally:
             for ref in watching:
                 ray.cancel(ref, force=True)
 
 
+def _start_ray(ray) -> None:
+    """A local Ray with as few extra processes as Ray allows, keeping this process's SIGTERM handler."""
+    project_root = str(Path(__file__).resolve().parent.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting (it would try the network)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    ray.init(
+        num_gpus=torch.cuda.device_count(),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    # ray.init replaces SIGTERM's handler by one that calls sys.exit, and a SystemExit raised while
+    # ray.wait blocks is swallowed: the run went on. Put back the caller's (bench.cli: stop cleanly).
+    if sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)
+
+
 EXECUTORS = {"ray": RayExecutor, "local": LocalExecutor}
 
 
-def _unwrap(ray, ref):
-    """A BenchError raised in a worker reaches the user as itself, not as a Ray traceback."""
+def _collect(ray, ref, identity: dict, given: dict) -> dict:
+    """The outcome of a finished Ray job, under the driver's identity (a worker that imported edited code
+    would hash other ids). `given`: the refs of the model jobs it received, by (kind, key)."""
+    outcome = {**_outcome(ray, ref, identity), **identity}
+    if "error" in outcome and given:  # Ray fails a job whose model's worker died: name that model
+        finished = ray.wait(list(given.values()), num_returns=len(given), timeout=0)[0]
+        named = _failed_dependency(_outcome(ray, model, {"model": pair}) for pair, model in given.items()
+                                   if model in finished)
+        outcome["error"] = named or outcome["error"]
+    if "meta" in outcome:
+        meta = outcome["meta"]
+        log.info("%s for %s is ready (trained in %.1fs)", meta["kind"], meta["task"], meta["train_seconds"])
+    return outcome
+
+
+def _outcome(ray, ref, identity: dict) -> dict:
+    """A job's outcome; a job Ray could not finish (its worker died) is a failure of that job."""
     try:
         return ray.get(ref)
-    except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, BenchError):
-            raise BenchError(str(err.cause)) from None
-        raise
+    except ray.exceptions.RayError as err:
+        cause = getattr(err, "cause", None)
+        return {**identity, "error": _error(cause if isinstance(cause, BaseException) else err, str(err))}
 
 
 def _jobs_to_train(trials: list[Trial], jobs: dict, cache: ModelCache, retrain: bool) -> list[ModelJob]:
@@ -340,11 +516,14 @@ def _check_resources(settings: Settings) -> None:
         raise BenchError(f"--gpus-per-trial {settings.gpus_per_trial:g} does not fit this machine's {gpus} GPUs")
 
 
-def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=None, seeds=(0,), scale="small",
-        executor="ray", force=False, skip_missing=False, settings: Settings) -> dict:
-    """Run every pending trial; return counts (and OOD sets skipped for missing data, by task).
+def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=None, seeds=(0,), scale="demo",
+        overrides: tuple[Override, ...] = (), executor="ray", force=False, skip_missing=False,
+        settings: Settings) -> dict:
+    """Run every pending trial; return counts (and OOD sets skipped for missing data, by task, and the
+    failed records of the trials that failed, under "failed").
 
-    Raises BenchError for anything the user can fix.
+    Raises BenchError for anything the user can fix before a job starts; a job that fails is a
+    failed record instead, and the other jobs go on.
     """
     if executor not in EXECUTORS:
         raise BenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -354,7 +533,7 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
         settings = replace(settings, gpus_per_trial=1.0 if torch.cuda.is_available() else 0.0)
     _check_resources(settings)
     tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
-    trials, jobs = plan(tasks, methods, list(seeds), scale)
+    trials, jobs = plan(tasks, methods, list(seeds), scale, overrides)
     store = ResultStore(settings.out)
     store.ensure_writable()
     pending = [t for t in trials if force or not store.has(t.trial_id)]
@@ -368,19 +547,53 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
     skipped_sets = {task.name: list(task.skipped_ood_sets) for task in ready if task.skipped_ood_sets}
     if skipped_sets:  # fewer OOD sets make other trials: plan the pending ones again
         wanted = {(t.task.name, t.seed, t.method) for t in pending}
-        trials, jobs = plan(ready, methods, list(seeds), scale)
+        trials, jobs = plan(ready, methods, list(seeds), scale, overrides)
         pending = [t for t in trials if (t.task.name, t.seed, t.method) in wanted
                    and (force or not store.has(t.trial_id))]
         skipped = total - len(pending)
     todo = _jobs_to_train(pending, jobs, ModelCache(settings.cache), settings.retrain)
     log.info("%d trials to run, %d shared models to train, executor %s", len(pending), len(todo), executor)
-    done = 0
+    by_id = {trial.trial_id: trial for trial in pending}
+    done, taken, failed = 0, 0, []
 
-    def report(result: dict) -> None:
-        nonlocal done
+    def finish(outcome: dict) -> None:
+        nonlocal done, taken
+        if "model" in outcome:
+            if "error" in outcome:
+                error = outcome["error"]
+                log.error("%s (%s) failed to train: %s: %s", *outcome["model"], error["type"], error["message"])
+            return
+        trial = by_id[outcome["trial_id"]]
         done += 1
-        log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), result["name"], result["auroc"], result["seconds"])
+        if "taken" in outcome:
+            taken += 1
+            log.info("[%d/%d] %s  finished by another run meanwhile", done, len(pending), trial.name)
+        elif "error" in outcome:
+            failed.append(_record_failure(store, trial, outcome["error"], settings))
+            log.error("[%d/%d] %s  FAILED  %s: %s", done, len(pending), trial.name, outcome["error"]["type"],
+                      outcome["error"]["message"].splitlines()[0])
+        else:
+            result = outcome["result"]
+            log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), result["name"], result["auroc"],
+                     result["seconds"])
 
-    EXECUTORS[executor]().run(todo, pending, settings, report)
-    summary = {"trials": total, "ran": len(pending), "skipped": skipped, "trained": len(todo)}
-    return {**summary, "skipped_ood_sets": skipped_sets} if skipped_sets else summary
+    EXECUTORS[executor]().run(todo, pending, settings, force, finish)
+    summary = {"trials": total, "ran": len(pending) - taken, "skipped": skipped + taken, "trained": len(todo)}
+    if skipped_sets:
+        summary["skipped_ood_sets"] = skipped_sets
+    if failed:
+        summary["failed"] = failed
+    return summary
+
+
+def _record_failure(store: ResultStore, trial: Trial, error: dict, settings: Settings) -> dict:
+    """Store a failed trial apart from the results (tables never read it; the next run retries it)."""
+    task = trial.task
+    record = {
+        "trial_id": trial.trial_id, "name": trial.name, "task": task.name, "protocol": task.protocol,
+        "dataset": task.dataset, "partition": task.partition, "seed": trial.seed, "method": trial.method.label,
+        "scale": trial.recipe.scale, "error": error,
+        "provenance": {**settings.provenance, "failed": provenance.now()},
+    }
+    record["path"] = str(store.write_failure(record))
+    return record

@@ -1,7 +1,9 @@
 """On-disk state: the content-addressed model cache and the per-trial result store.
 
 Both write atomically (a temporary name, then `os.replace`), so a run killed at any
-moment leaves either the old state or the new one, never half a file.
+moment leaves either the old state or the new one, never half a file. Both hand out
+file locks (a `.locks/` folder in each), so that runs sharing a store and a cache train
+each model and run each trial once.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from filelock import FileLock
 
 from bench.errors import BenchError
 
@@ -82,11 +86,25 @@ def code_closure(*roots: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def _code_of(module_name: str) -> str:
+    """A module's code as its syntax tree: comments and layout left out, and so are its recipe tables.
+
+    A recipe table's entries reach a key through the recipe part a procedure reads from it, so
+    setting another scale's entry, like a comment, retrains nothing.
+    """
+    import ast
+
+    tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
+    tree.body = [node for node in tree.body if not (
+        isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+        and getattr(node.value.func, "id", None) == "RecipeTable")]
+    return ast.dump(tree)
+
+
 @functools.lru_cache(maxsize=None)
 def source_hash(*module_names: str) -> str:
-    """Hash of the source of these modules, independent of their names (a moved file keeps its hash)."""
-    digests = sorted(hashlib.sha256(inspect.getsource(importlib.import_module(name)).encode()).hexdigest()
-                     for name in set(module_names))
+    """Hash of the code of these modules, independent of their names (a moved file keeps its hash)."""
+    digests = sorted(hashlib.sha256(_code_of(name).encode()).hexdigest() for name in set(module_names))
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
@@ -126,6 +144,12 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True, default=str))
 
 
+def _lock(folder: Path, name: str) -> FileLock:
+    """An inter-process lock (flock: the system releases it when its holder dies, even by kill -9)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / f"{name}.lock")
+
+
 class ModelCache:
     """Trained shared models, one folder per (kind, key) holding `model.pt` and `meta.json`."""
 
@@ -137,6 +161,10 @@ class ModelCache:
 
     def has(self, kind: str, key: str) -> bool:
         return (self.folder(kind, key) / "meta.json").is_file()
+
+    def lock(self, kind: str, key: str) -> FileLock:
+        """Held around check-train-save of one model, so concurrent runs train it once."""
+        return _lock(self.root / ".locks", f"{kind}-{key}")
 
     def save(self, kind: str, key: str, state: dict, meta: dict) -> None:
         import torch
@@ -183,14 +211,42 @@ class ModelCache:
 
 
 IDENTITY = ("protocol", "dataset", "partition", "seed", "method", "scale")
+# What a record needs to count in tables, beside IDENTITY: key -> the type its value must have.
+COUNTED = {"trial_id": str, "metrics": dict, "timing": dict, "provenance": dict}
+
+
+def _overrides(record: dict) -> str:
+    """The recipe overrides that reached this trial ('' for the scale's own recipe)."""
+    return record.get("recipe", {}).get("overrides", "")
+
+
+def record_problem(record: Any, complete: bool = True) -> str | None:
+    """Why `record` is not a result record (None: it is); `complete=False` asks only for a JSON object with a trial id."""
+    if not isinstance(record, dict):
+        return f"it holds a JSON {type(record).__name__}, not a record"
+    wanted = COUNTED if complete else {"trial_id": str}
+    missing = [key for key in (*wanted, *(IDENTITY if complete else ())) if key not in record]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    wrong = [key for key, kind in wanted.items() if not isinstance(record[key], kind)]
+    if complete:
+        wrong += [f"{outer}.{inner}" for outer, inner, kind in (("timing", "summary", dict), ("provenance", "finished", str))
+                  if not isinstance(record[outer].get(inner), kind)]
+        wrong += [] if isinstance(record.get("recipe", {}), dict) else ["recipe"]
+    return f"its {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} missing or of the wrong type" if wrong else None
 
 
 class ResultStore:
-    """One JSON record per finished trial under `<out>/trials/`."""
+    """One JSON record per finished trial under `<out>/trials/`; one per failed trial under `<out>/failed/`.
+
+    Failed records never count in tables, and a trial with only a failed record runs again
+    on the next `bench run`; its success deletes the failed record.
+    """
 
     def __init__(self, out: str | os.PathLike):
         self.out = Path(out).expanduser()
         self.trials = self.out / "trials"
+        self.failed = self.out / "failed"
 
     def ensure_writable(self) -> None:
         ensure_writable(self.trials, "results")
@@ -198,32 +254,69 @@ class ResultStore:
     def path(self, trial_id: str) -> Path:
         return self.trials / f"{trial_id}.json"
 
+    def failure_path(self, trial_id: str) -> Path:
+        return self.failed / f"{trial_id}.json"
+
     def has(self, trial_id: str) -> bool:
-        return self.path(trial_id).is_file()
+        """Whether the trial has a usable result; a damaged file does not count (the trial runs again)."""
+        try:
+            return record_problem(json.loads(self.path(trial_id).read_text())) is None
+        except (OSError, ValueError):
+            return False
+
+    def lock(self, trial_id: str) -> FileLock:
+        """Held while a trial runs, so concurrent runs on one store never run it twice at once."""
+        return _lock(self.out / ".locks", trial_id)
 
     def write(self, record: dict) -> Path:
         path = self.path(record["trial_id"])
         write_json_atomic(path, record)
+        self.failure_path(record["trial_id"]).unlink(missing_ok=True)  # the trial has succeeded after all
         return path
 
+    def write_failure(self, record: dict) -> Path:
+        path = self.failure_path(record["trial_id"])
+        write_json_atomic(path, record)
+        return path
+
+    def failures(self) -> list[dict]:
+        """The failed records (a failed record that cannot be read is skipped with a warning)."""
+        failures = []
+        for path in sorted(self.failed.glob("*.json")):
+            try:
+                failures.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as err:
+                log.warning("skipping failed-trial file %s (%s); delete it", path, err)
+        return failures
+
     def records(self) -> list[dict]:
-        records = []
+        """Every stored record; a file that holds no record (`{}`, a list) is skipped with a warning."""
+        return [record for _, record in self._read(complete=False)]
+
+    def _read(self, complete: bool) -> list[tuple[Path, dict]]:
+        found = []
         for path in sorted(self.trials.glob("*.json")):
             try:
-                records.append(json.loads(path.read_text()))
+                record = json.loads(path.read_text())
             except (OSError, ValueError) as err:
                 raise BenchError(f"result file {path} is unreadable ({err}); delete it and re-run that trial") from None
-        return records
+            problem = record_problem(record, complete)
+            if problem:
+                log.warning("skipping result file %s: %s; delete it (its trial runs again on the next `bench run`)",
+                            path, problem)
+            else:
+                found.append((path, record))
+        return found
 
     def latest(self) -> list[dict]:
-        """One record per (protocol, dataset, partition, seed, method, scale): the newest.
+        """One record per (protocol, dataset, partition, seed, method, scale, overrides): the newest.
 
         Editing a method's code gives its trials new ids; the older records stay on disk
-        but no longer count in tables.
+        but no longer count in tables. A record that lacks what tables read is skipped with a warning.
         """
         newest: dict[tuple, dict] = {}
-        for record in self.records():
-            identity = tuple(record[key] for key in IDENTITY)
+        for _, record in self._read(complete=True):
+            identity = (*(record[key] for key in IDENTITY), _overrides(record))
             if identity not in newest or record["provenance"]["finished"] > newest[identity]["provenance"]["finished"]:
                 newest[identity] = record
         return list(newest.values())
@@ -235,12 +328,13 @@ class ResultStore:
         rows = []
         for record in self.latest():
             base = {"trial_id": record["trial_id"], "data_key": record.get("data_key"),
-                    **{key: record[key] for key in IDENTITY}}
+                    **{key: record[key] for key in IDENTITY}, "overrides": _overrides(record),
+                    "recipe_tables": tuple(record.get("recipe", {}).get("tables", ())),
+                    "family": record.get("recipe", {}).get("family")}
             base.update(record["timing"]["summary"])
             if per_ood_set:
-                for ood_set, metrics in record["ood_sets"].items():
+                for ood_set, metrics in record.get("ood_sets", {}).items():  # records before 98a7a3a have none
                     rows.append({**base, "ood_set": ood_set, **metrics, "accuracy": record["metrics"]["accuracy"]})
             else:
                 rows.append({**base, **record["metrics"]})
         return pd.DataFrame(rows)
-

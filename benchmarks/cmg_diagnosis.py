@@ -1,6 +1,6 @@
 """Where CMG's pseudo-OOD data sit relative to real ID and OOD test data, on one task.
 
-    python benchmarks/cmg_diagnosis.py --dataset fashion_mnist --partition 0-5 --scale small \
+    python benchmarks/cmg_diagnosis.py --dataset fashion_mnist --partition 0-5 --scale demo \
         [--methods cmg_e,cmg_e[sigma=1]] [--grid pseudo.png]
 
 Trains (or takes from the cache) the task's classifier and CVAE, fits each method, and
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--partition", default="0-5")
-    parser.add_argument("--scale", default="small")
+    parser.add_argument("--scale", default="demo")
     parser.add_argument("--methods", default="energy,cmg_e,cmg_e[sigma=1],cmg_s", help="must include a CMG method")
     parser.add_argument("--sigma", type=float, default=5.0, help="sigma of the pseudo-OOD probe samples")
     parser.add_argument("--cache")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 DEFAULT_RUN = ["--methods", "softmax,energy,cmg_s,cmg_e", "--protocol", "setting1", "--datasets", "fashion_mnist",
-               "--scale", "small"]
+               "--scale", "demo"]
 
 
 def timed_run(arguments: list[str]) -> tuple[float, str, Path]:
@@ -46,13 +46,13 @@ def part_overhead() -> None:
     from bench.store import ResultStore
 
     one_partition = ["--protocol", "setting1", "--datasets", "fashion_mnist", "--partitions", "0-5",
-                     "--scale", "small", "--executor", "local"]
+                     "--scale", "demo", "--executor", "local"]
     alone, _, _ = timed_run(["--methods", "cmg_e", *one_partition])
     together, _, out = timed_run(["--methods", "softmax,energy,cmg_e", *one_partition])
     frame = ResultStore(out).frame().set_index("method")
     own = frame.loc[["softmax", "energy"], ["fit_s", "score_s"]].to_numpy().sum()
     cmg_total = frame.loc["cmg_e", "total_s"]
-    print("## What softmax + energy add to a cmg_e run (partition 0-5, small scale, local executor)\n")
+    print("## What softmax + energy add to a cmg_e run (partition 0-5, demo scale, local executor)\n")
     print("| measure | seconds | added |")
     print("|---|---:|---:|")
     print(f"| wall-clock, cmg_e alone | {alone:.1f} | |")

@@ -1,7 +1,7 @@
 """What a training procedure costs at a scale, per stage, without running its whole schedule.
 
     python benchmarks/procedure_cost.py --kinds supclr,csi --scale paper            # on a GPU machine
-    python benchmarks/procedure_cost.py --kinds classifier,cvae,cac --scale small --device cpu
+    python benchmarks/procedure_cost.py --kinds classifier,cvae,cac --scale demo --device cpu
 
 For each procedure (shared-model kind) and each stage of its recipe (every nested recipe
 dataclass with an `epochs` field), the procedure is trained with that stage at `--epochs`

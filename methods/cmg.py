@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from bench.method import (Detector, FitContext, Prediction, network_code, network_requires, register_method,
+from bench.method import (Detector, FitContext, Prediction, network_code, network_requires, option, register_method,
                           resolve_network)
 from bench.nets.contract import has_final_layer
+from bench.recipes import RecipeTable, require
 from bench.shared_models.classifier import stage as classifier_stage
 from bench.training import map_batches, shuffled_batches
 from methods.energy import negative_energy
@@ -179,9 +180,17 @@ class FineTune:
     lr: float
     batch_size: int
 
+    def __post_init__(self):
+        require(self, positive=("epochs", "lr", "batch_size"))
+
 
 # The paper's 10 fine-tuning epochs (the code: 15) are cheap on frozen features.
-RECIPES = {"smoke": FineTune(1, 1e-4, 128), "small": FineTune(10, 1e-4, 128), "paper": FineTune(10, 1e-4, 128)}
+RECIPES = RecipeTable("cmg", {
+    "smoke": FineTune(1, 1e-4, 128),
+    "demo": FineTune(10, 1e-4, 128),
+    "reference": FineTune(10, 1e-4, 128),
+    "paper": FineTune(10, 1e-4, 128),
+})
 
 
 def fine_tune(network: nn.Module, images: torch.Tensor, labels: torch.Tensor, pseudo: torch.Tensor, objective,
@@ -246,17 +255,17 @@ class CMG(Detector):
     tunes_network: ClassVar[bool] = True
 
     net: str = "classifier"
-    objective: str = "energy"
-    training: str = "frozen"
-    tune: str = "auto"
-    sigma: float = 5.0
-    pseudo_fraction: float = 1.0
-    z_filter: float = 0.0
-    energy_weight: float = 0.1
-    margin_percentiles: tuple[float, float] = (20.0, 80.0)
-    temperature: float = 1.0
-    epochs: int | None = None
-    lr: float | None = None
+    objective: str = option("energy", choices=("energy", "extra_class"))
+    training: str = option("frozen", choices=("frozen", "unfrozen", "direct"))
+    tune: str = option("auto", choices=("auto", "head", "last"))
+    sigma: float = option(5.0, gt=0)
+    pseudo_fraction: float = option(1.0, ge=0, le=1)  # 0: stage 2 on ID data only
+    z_filter: float = option(0.0, ge=0)  # 0: no filter
+    energy_weight: float = option(0.1, ge=0)
+    margin_percentiles: tuple[float, float] = option((20.0, 80.0), ge=0, le=100)
+    temperature: float = option(1.0, gt=0)
+    epochs: int | None = option(None, ge=1)  # None: the recipe's
+    lr: float | None = option(None, gt=0)  # None: the recipe's
 
     @property
     def requires(self) -> tuple[str, ...]:
@@ -273,7 +282,8 @@ class CMG(Detector):
 
     def _stage(self, recipe) -> FineTune:
         stage = recipe.pick(RECIPES)
-        return FineTune(self.epochs or stage.epochs, self.lr or stage.lr, stage.batch_size)
+        return FineTune(stage.epochs if self.epochs is None else self.epochs, stage.lr if self.lr is None else self.lr,
+                        stage.batch_size)
 
     def _objective(self):
         objectives = {
@@ -294,11 +304,14 @@ class CMG(Detector):
             return "head" if self.net == "classifier" else "last"
         return self._choose("tune", {"head": "head", "last": "last"})
 
-    def fit(self, ctx: FitContext) -> "CMG":
-        strategy = self._choose("training", {"frozen": self._frozen, "unfrozen": self._unfrozen, "direct": self._direct})
+    def check(self) -> None:
         if self.training != "frozen" and (self.net != "classifier" or self.tune == "last"):
             raise BenchError(f"CMG training={self.training!r} retrains the cross-entropy classifier's layers; it "
                              "takes neither net= nor tune='last'")
+
+    def fit(self, ctx: FitContext) -> "CMG":
+        strategy = self._choose("training", {"frozen": self._frozen, "unfrozen": self._unfrozen, "direct": self._direct})
+        self.check()
         if self.pseudo_fraction < 0:
             raise BenchError("CMG pseudo_fraction must be >= 0")
         network = resolve_network(self.net, ctx).eval()

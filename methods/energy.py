@@ -5,7 +5,7 @@ cross-entropy ID classifier).
 """
 from dataclasses import dataclass
 
-from bench.method import ClassifierDetector, register_method
+from bench.method import ClassifierDetector, option, register_method
 
 
 def negative_energy(logits, temperature: float = 1.0):
@@ -17,7 +17,7 @@ def negative_energy(logits, temperature: float = 1.0):
 class Energy(ClassifierDetector):
     """Negative free energy of the scored network's logits."""
 
-    temperature: float = 1.0
+    temperature: float = option(1.0, gt=0)
 
     def score_outputs(self, logits, penultimate):
         return negative_energy(logits, self.temperature)

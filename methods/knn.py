@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from bench.method import ClassifierDetector, register_method
+from bench.method import ClassifierDetector, option, register_method
 
 
 def kth_neighbour_distance(queries: torch.Tensor, bank: torch.Tensor, k: int, block: int = 4096) -> torch.Tensor:
@@ -32,7 +32,7 @@ def kth_neighbour_distance(queries: torch.Tensor, bank: torch.Tensor, k: int, bl
 class KNN(ClassifierDetector):
     """Minus the distance to the k-th nearest ID training feature (L2-normalised)."""
 
-    k: int = 50
+    k: int = option(50, ge=1)  # at most the number of training images, checked in fit
 
     def fit_outputs(self, logits, penultimate, labels):
         if not 1 <= self.k <= len(penultimate):

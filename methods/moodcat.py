@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from bench.method import Detector, FitContext, Prediction, register_method
-from bench.nets.moodcat import mask_ratios
+from bench.method import Detector, FitContext, Prediction, option, register_method
+from bench.nets.moodcat import MASK_RATIOS, mask_ratios
 from bench.shared_models.moodcat import RECIPES, generator_variant, holdout_split, pair_classifier_kind, synthesize
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def load_iqa(name: str, weights: str | None):
 class MOODCAT(Detector):
     """Masked conditional synthesis scored by C_b (and LPIPS/DISTS when weights are present)."""
 
-    mask: str = "random"
-    test_mask: str | None = None
+    mask: str = option("random", choices=MASK_RATIOS)
+    test_mask: str | None = option(None, choices=MASK_RATIOS)  # None: the generator's own mask style
     conditional: bool = True
     scorers: str = "cb"
     external: str | None = None

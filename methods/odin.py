@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.method import ClassifierDetector, Prediction, register_method
+from bench.method import ClassifierDetector, Prediction, option, register_method
 
 
 @dataclass
 class ODIN(ClassifierDetector):
     """Temperature-scaled max softmax after a small input step that raises it."""
 
-    temperature: float = 1000.0
-    epsilon: float = 0.0014
+    temperature: float = option(1000.0, gt=0)
+    epsilon: float = option(0.0014, ge=0)  # 0: no input step
 
     def predict(self, x: torch.Tensor) -> Prediction:
         with torch.enable_grad():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.method import ClassifierDetector, register_method
+from bench.method import ClassifierDetector, option, register_method
 from methods.energy import negative_energy
 
 
@@ -42,7 +42,7 @@ class Rectified(nn.Module):
 class ReAct(ClassifierDetector):
     """Energy after clipping penultimate activations at an ID-training percentile."""
 
-    percentile: float = 90.0
+    percentile: float = option(90.0, gt=0, le=100)  # 100: no clipping
 
     def fit_outputs(self, logits, penultimate, labels):
         if self.percentile >= 100:

@@ -119,8 +119,12 @@ def test_corrupt_cache_entry(finished_run, capsys, tmp_path):
     subprocess.run(["cp", "-r", str(cache), str(damaged)], check=True)
     model_file = next((damaged / "classifier").glob("*/model.pt"))
     model_file.write_bytes(b"not a checkpoint")
-    line = _error(capsys, ["run", "--methods", "softmax", *SMOKE, "--out", str(tmp_path / "out"), "--cache", str(damaged)])
-    assert "is corrupt" in line and str(model_file.parent) in line
+    # A trial that cannot load its model is a failed trial: exit status 1, one line on it, no traceback.
+    assert main(["run", "--methods", "softmax", *SMOKE, "--out", str(tmp_path / "out"), "--cache", str(damaged)]) == 1
+    captured = capsys.readouterr()
+    (line,) = [line for line in captured.err.splitlines() if line.startswith("  ")]
+    assert "softmax  BenchError: cache entry" in line and "is corrupt" in line and str(model_file.parent) in line
+    assert "Traceback" not in captured.err
 
 
 def test_empty_store_says_how_to_fill_it(capsys, tmp_path):

@@ -214,19 +214,18 @@ def test_iqa_scorer_without_weights_falls_back_to_cb(smoke_context, fitted, capl
         lone.build().fit(smoke_context(lone))
 
 
-def test_recipe_enters_the_cache_keys(smoke_task, monkeypatch):
+def test_recipe_enters_the_cache_keys(smoke_task):
     from bench.runner import task_recipe
     from bench.shared import SHARED_MODELS
-    from bench.shared_models import moodcat
+    from bench.recipes import parse_overrides
 
     recipe = task_recipe(smoke_task, "smoke")
     spec, pair = SHARED_MODELS.get("moodcat_generator"), SHARED_MODELS.get("moodcat_cb")
     generator_key, pair_key = spec.key(smoke_task, recipe, 0, {}), pair.key(smoke_task, recipe, 0, {})
-    part = moodcat.RECIPES["smoke"]
-    monkeypatch.setitem(moodcat.RECIPES, "smoke", dataclasses.replace(
-        part, generator=dataclasses.replace(part.generator, width=8)))
-    assert spec.key(smoke_task, recipe, 0, {}) != generator_key
-    monkeypatch.setitem(moodcat.RECIPES, "smoke", dataclasses.replace(part, holdout=0.2))
+    wider = dataclasses.replace(recipe, overrides=parse_overrides(["moodcat.generator.width=8"]))
+    assert spec.key(smoke_task, wider, 0, {}) != generator_key
+    assert pair.key(smoke_task, recipe, 0, {}) == pair_key  # C_b's key takes the generator's key as a dependency
+    recipe = dataclasses.replace(recipe, overrides=parse_overrides(["moodcat.holdout=0.2"]))
     assert pair.key(smoke_task, recipe, 0, {}) != pair_key
 
 

@@ -13,7 +13,7 @@ from methods.energy import negative_energy
 
 
 def test_plus_is_the_same_method_as_the_net_option():
-    plus, option = parse_methods("supclr+cmg_e,cmg_e[net=supclr]")
+    (plus,), (option,) = parse_methods("supclr+cmg_e"), parse_methods("cmg_e[net=supclr]")
     assert plus == option and plus.label == option.label == "supclr+cmg_e"
     assert plus.requires() == ("supclr", "cvae")
     assert parse_methods("energy[net=supclr]")[0].label == "energy[net=supclr]"

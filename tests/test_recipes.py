@@ -6,7 +6,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.protocol import PROTOCOLS
-from bench.recipes import recipe_for
+from bench.recipes import SCALES, recipe_for
 from bench.runner import task_recipe
 from bench.shared import SHARED_MODELS
 from bench.shared_models import classifier, cvae, moodcat
@@ -41,7 +41,7 @@ def test_paper_scale_uses_the_papers_networks(dataset, backbone, cvae_arch, epoc
 
 def test_smoke_is_a_subset_and_small_uses_all_data():
     assert recipe_for("smoke", (1, 28, 28)).train_limit == 2000
-    assert recipe_for("small", (1, 28, 28)).train_limit is None
+    assert recipe_for("demo", (1, 28, 28)).train_limit is None
 
 
 def test_unknown_scale():
@@ -54,7 +54,7 @@ def test_moodcat_recipes_follow_the_released_code_at_paper_scale():
     assert (paper.generator.width, paper.generator.disc_width, paper.pair_classifier.width) == (32, 32, 64)
     assert (paper.generator.batch_size, paper.generator.g_lr, paper.generator.d_lr) == (96, 5e-5, 2e-4)
     assert paper.generator.cutmix_rampup == 200
-    for scale in ("smoke", "small"):
+    for scale in ("smoke", "demo"):
         recipe = recipe_for(scale, (1, 28, 28)).pick(moodcat.RECIPES)
         assert recipe.generator.width < paper.generator.width and 0 < recipe.holdout < 1
 
@@ -62,6 +62,17 @@ def test_moodcat_recipes_follow_the_released_code_at_paper_scale():
 def test_every_procedure_has_a_recipe_for_every_scale_and_image_family():
     """A procedure's table is complete: no scale fails for lack of an entry, at any image shape."""
     for kind, model in SHARED_MODELS.items():
-        for scale in ("smoke", "small", "paper"):
+        for scale in SCALES:
             for shape in ((1, 28, 28), (3, 32, 32)):
-                assert model.recipe_part(recipe_for(scale, shape)) is not None, (kind, scale, shape)
+                if scale != "reference":
+                    assert model.recipe_part(recipe_for(scale, shape)) is not None, (kind, scale, shape)
+
+
+def test_the_cpu_reference_covers_only_what_the_convergence_study_measured():
+    gray = recipe_for("reference", (1, 28, 28))
+    for kind in ("classifier", "cvae", "cac"):
+        assert SHARED_MODELS.get(kind).recipe_part(gray) is not None
+    assert gray.pick(cmg.RECIPES) is not None
+    for kind, shape in (("classifier", (3, 32, 32)), ("csi", (1, 28, 28)), ("moodcat_generator", (1, 28, 28))):
+        with pytest.raises(BenchError, match="only what the convergence study measured.*--scale demo"):
+            SHARED_MODELS.get(kind).recipe_part(recipe_for("reference", shape))

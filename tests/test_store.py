@@ -9,18 +9,16 @@ import pytest
 from bench import store
 from bench.errors import BenchError
 from bench.protocol import PROTOCOLS
-from bench.recipes import recipe_for
+from bench.recipes import parse_overrides, recipe_for
 from bench.registry import Registry
 from bench.shared import SHARED_MODELS
 from bench.store import ModelCache, ResultStore, content_key
 
 
-def test_cache_key_changes_with_every_input(monkeypatch):
-    from bench.shared_models import classifier, cvae
-
+def test_cache_key_changes_with_every_input():
     spec = SHARED_MODELS.get("classifier")
     first, second = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5", "1-6"])
-    recipe = recipe_for("small", (1, 28, 28))
+    recipe = recipe_for("demo", (1, 28, 28))
     base = spec.key(first, recipe, 0, {})
     cvae_base = SHARED_MODELS.get("cvae").key(first, recipe, 0, {})
     assert base == spec.key(first, recipe, 0, {})
@@ -29,13 +27,12 @@ def test_cache_key_changes_with_every_input(monkeypatch):
     assert base != spec.key(first, recipe_for("smoke", (1, 28, 28)), 0, {})  # other recipe
     assert base != spec.key(first, recipe, 0, {"cvae": "abc"})  # other dependency
     # A recipe entry that only the CVAE reads does not retrain the classifier, and vice versa.
-    cvae_stage = cvae.RECIPES["gray28", "small"]
-    monkeypatch.setitem(cvae.RECIPES, ("gray28", "small"), dataclasses.replace(cvae_stage, epochs=9))
-    assert base == spec.key(first, recipe, 0, {})
-    assert SHARED_MODELS.get("cvae").key(first, recipe, 0, {}) != cvae_base
-    stage = classifier.RECIPES["gray28", "small"]
-    monkeypatch.setitem(classifier.RECIPES, ("gray28", "small"), dataclasses.replace(stage, epochs=4))
-    assert base != spec.key(first, recipe, 0, {})
+    cvae_longer = dataclasses.replace(recipe, overrides=parse_overrides(["cvae.epochs=9"]))
+    assert base == spec.key(first, cvae_longer, 0, {})
+    assert SHARED_MODELS.get("cvae").key(first, cvae_longer, 0, {}) != cvae_base
+    classifier_longer = dataclasses.replace(recipe, overrides=parse_overrides(["classifier.epochs=4"]))
+    assert base != spec.key(first, classifier_longer, 0, {})
+    assert SHARED_MODELS.get("cvae").key(first, classifier_longer, 0, {}) == cvae_base
 
 
 _REAL_GETSOURCE = inspect.getsource
@@ -52,10 +49,10 @@ def fresh_hashes():
 
 
 def _edited_source(monkeypatch, *modules):
-    """Pretend `modules` (and only they) were edited: their source gains a comment."""
+    """Pretend `modules` (and only they) were edited: their source gains a statement."""
     def getsource(obj):
         text = _REAL_GETSOURCE(obj)
-        return text + "\n# edited\n" if getattr(obj, "__name__", None) in modules else text
+        return text + "\n_edited = True\n" if getattr(obj, "__name__", None) in modules else text
 
     monkeypatch.setattr(inspect, "getsource", getsource)
     store.source_hash.cache_clear()
@@ -64,7 +61,7 @@ def _edited_source(monkeypatch, *modules):
 
 def test_model_keys_survive_edits_to_the_harness_but_not_to_their_own_code(monkeypatch, fresh_hashes):
     task = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5"])[0]
-    recipe = recipe_for("small", (1, 28, 28))
+    recipe = recipe_for("demo", (1, 28, 28))
     kinds = ["classifier", "cvae", "moodcat_generator"]
     before = {kind: SHARED_MODELS.get(kind).key(task, recipe, 0, {}) for kind in kinds}
     _edited_source(monkeypatch, "bench.runner", "bench.method", "bench.shared", "bench.recipes", "bench.store",
@@ -86,7 +83,7 @@ def test_trial_ids_hash_everything_the_trial_runs(monkeypatch, fresh_hashes):
     methods = [MethodSpec("cmg_e"), MethodSpec("react", (("net", "classifier"),)), MethodSpec("cmg_e", (("net", "react"),))]
 
     def trial_ids():
-        return [trial.trial_id for trial in plan([task], methods, [0], "small")[0]]
+        return [trial.trial_id for trial in plan([task], methods, [0], "demo")[0]]
 
     before = trial_ids()
     _edited_source(monkeypatch, "bench.runner", "bench.cli", "bench.reports")
@@ -153,3 +150,20 @@ def test_tables_count_only_the_newest_record_of_a_trial(tmp_path):
                      "provenance": {"finished": finished}, "ood_sets": {}})
     frame = store.frame()
     assert frame["trial_id"].tolist() == ["new"] and frame["auroc"].tolist() == [0.9]
+
+
+def test_comments_and_recipe_tables_do_not_enter_code_hashes(monkeypatch, fresh_hashes):
+    """A comment, or another scale's recipe entry, cannot change a weight: both keep every key."""
+    before = store.code_hash("bench.shared_models.classifier")
+
+    def getsource(obj):
+        text = _REAL_GETSOURCE(obj)
+        if getattr(obj, "__name__", None) == "bench.shared_models.classifier":
+            text = text.replace('("gray28", "paper"): Stage("cnn9", None, 100,', '("gray28", "paper"): Stage("cnn9", None, 7,')
+            return text + "\n# a new comment\n"
+        return text
+
+    monkeypatch.setattr(inspect, "getsource", getsource)
+    store.source_hash.cache_clear()
+    assert "Stage(\"cnn9\", None, 7," in inspect.getsource(__import__("bench.shared_models.classifier").shared_models.classifier)
+    assert store.code_hash("bench.shared_models.classifier") == before

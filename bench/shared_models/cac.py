@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from bench.augment import training_input
 from bench.nets.backbones import Classifier, build_backbone
-from bench.recipes import Stage
+from bench.recipes import RecipeTable, Stage, require
 from bench.shared import SharedModel, register_shared_model
 from bench.training import TrainInputs
 
@@ -39,22 +39,26 @@ class CACRecipe:
     alpha: float = 10.0  # anchor magnitude
     lam: float = 0.1  # weight of the anchor term
 
+    def __post_init__(self):
+        require(self, positive=("alpha",), non_negative=("lam",))
+
 
 # paper: the CMG paper's backbones with CAC's `openset_training` settings (`datasets/config.json`):
 # SGD momentum 0.9, batch 128; MNIST lr 0.01, weight decay 5e-6, 35 epochs; CIFAR-10 lr 0.01 for
 # 150 epochs, then lr 0.001 for 50 more, weight decay 5e-6 (CIFAR+10 uses 5e-4 and TinyImageNet
-# 1e-3 for 500 + 300 epochs: one colour entry here, CIFAR-10's). smoke and small: the
+# 1e-3 for 500 + 300 epochs: one colour entry here, CIFAR-10's). smoke, demo and reference: the
 # classifier's stages, so the two networks differ only in their loss.
 _SGD = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-6)
-RECIPES = {
+RECIPES = RecipeTable("cac", {
     ("gray28", "smoke"): CACRecipe(Stage("cnn4", 8, 4, 64, 2e-3)),
-    ("gray28", "small"): CACRecipe(Stage("cnn4", 16, 3, 128, 1e-3)),
+    ("gray28", "demo"): CACRecipe(Stage("cnn4", 16, 3, 128, 1e-3)),
+    ("gray28", "reference"): CACRecipe(Stage("cnn4", 16, 3, 128, 1e-3)),
     ("gray28", "paper"): CACRecipe(Stage("cnn9", None, 35, 128, 0.01, **_SGD)),
     ("colour", "smoke"): CACRecipe(Stage("cnn4", 8, 4, 64, 2e-3)),
-    ("colour", "small"): CACRecipe(Stage("cnn4", 32, 10, 128, 1e-3)),
+    ("colour", "demo"): CACRecipe(Stage("cnn4", 32, 10, 128, 1e-3)),
     ("colour", "paper"): CACRecipe(Stage("resnet18", None, 150, 128, 0.01, **_SGD),
                                    Stage("resnet18", None, 50, 128, 0.001, **_SGD)),
-}
+})
 
 
 def recipe_part(recipe) -> CACRecipe:

@@ -29,7 +29,7 @@ from torch import nn
 
 from bench.contrastive import augment, simclr_transform, supcon_loss
 from bench.nets.contrastive import ContrastiveNet
-from bench.recipes import Stage
+from bench.recipes import RecipeTable, Stage, require
 from bench.shared import SharedModel, register_shared_model
 from bench.training import TrainInputs, map_batches, to_float, train_epochs
 
@@ -43,6 +43,9 @@ class CSIRecipe:
     temperature: float = 0.07
     projection: int = 128
 
+    def __post_init__(self):
+        require(self, positive=("temperature", "projection"))
+
 
 # paper: the CMG paper's backbones with CSI's sup_simclr_CSI / sup_CSI_linear recipe. Step 1:
 # 700 epochs, 32 images per GPU x 4 GPUs = 128 images per step (512 rotated, 1024 views), LARS
@@ -54,25 +57,25 @@ class CSIRecipe:
 # CSI steps the lr down x0.1 at 60/75/90%, cosine here. Cost on one H100 (cnn9, a Fashion-MNIST
 # partition): 153 s an epoch of step 1 and 69 s of step 2, mostly the per-image augmentation:
 # about 32 hours in all.
-# small: cnn4 with Adam; each image costs 8 forward/backward passes and 8 per-image SimCLR draws,
+# demo: cnn4 with Adam; each image costs 8 forward/backward passes and 8 per-image SimCLR draws,
 # so an epoch costs about 4 of SupCLR's: 28x28 gray, width 16, 4 epochs, 80-110 s an epoch on one
 # core for a 36k-image Fashion-MNIST partition (the per-image augmentation is a third of it);
 # colour, width 32, 5 epochs (as much as SupCLR's 20). Heads: 10 epochs on features computed once.
 # smoke: seconds on the 2000-image smoke subset; the heads need 30 epochs there to pass 50% accuracy.
-RECIPES = {
+RECIPES = RecipeTable("csi", {
     ("gray28", "smoke"): CSIRecipe(Stage("cnn4", 16, 1, 64, 2e-3), Stage(None, None, 30, 128, 1e-2)),
-    ("gray28", "small"): CSIRecipe(Stage("cnn4", 16, 4, 128, 1e-3), Stage(None, None, 10, 256, 1e-2)),
+    ("gray28", "demo"): CSIRecipe(Stage("cnn4", 16, 4, 128, 1e-3), Stage(None, None, 10, 256, 1e-2)),
     ("gray28", "paper"): CSIRecipe(
         Stage("cnn9", None, 700, 128, 0.1, optimizer="sgd", weight_decay=1e-6, warmup_epochs=10, cosine=True),
         Stage(None, None, 100, 32, 0.1, augment=True, optimizer="sgd", momentum=0.0, weight_decay=1e-6,
               cosine=True)),
     ("colour", "smoke"): CSIRecipe(Stage("cnn4", 16, 1, 64, 2e-3), Stage(None, None, 30, 128, 1e-2)),
-    ("colour", "small"): CSIRecipe(Stage("cnn4", 32, 5, 128, 1e-3), Stage(None, None, 10, 256, 1e-2)),
+    ("colour", "demo"): CSIRecipe(Stage("cnn4", 32, 5, 128, 1e-3), Stage(None, None, 10, 256, 1e-2)),
     ("colour", "paper"): CSIRecipe(
         Stage("resnet18", None, 700, 128, 0.1, optimizer="sgd", weight_decay=1e-6, warmup_epochs=10, cosine=True),
         Stage(None, None, 100, 32, 0.1, augment=True, optimizer="sgd", momentum=0.0, weight_decay=1e-6,
               cosine=True)),
-}
+})
 
 
 class CSINet(ContrastiveNet):

@@ -1,18 +1,19 @@
 """The class-conditional VAE that CMG decodes pseudo-OOD images from, trained on ID data."""
 from bench.nets.cvae import CVAE
-from bench.recipes import Stage
+from bench.recipes import RecipeTable, Stage
 from bench.shared import SharedModel, register_shared_model
 from bench.training import TrainInputs, to_float
 
 # paper: the CMG code trains the CVAE with the classifier's schedule (SPEC.md §3).
-RECIPES = {
+RECIPES = RecipeTable("cvae", {
     ("gray28", "smoke"): Stage("conv", 8, 2, 64, 1e-3),
-    ("gray28", "small"): Stage("conv", 16, 2, 128, 1e-3),
+    ("gray28", "demo"): Stage("conv", 16, 2, 128, 1e-3),
+    ("gray28", "reference"): Stage("conv", 16, 2, 128, 1e-3),
     ("gray28", "paper"): Stage("conv", None, 100, 512, 1e-3),
     ("colour", "smoke"): Stage("conv", 8, 2, 64, 1e-3),
-    ("colour", "small"): Stage("conv", 32, 10, 128, 1e-3),
+    ("colour", "demo"): Stage("conv", 32, 10, 128, 1e-3),
     ("colour", "paper"): Stage("resnet", None, 200, 512, 1e-3),
-}
+})
 
 
 def build(task, recipe):

@@ -23,6 +23,7 @@ from bench.errors import BenchError
 from bench.nets.moodcat import (PairClassifier, Synthesizer, UNetDiscriminator, apply_masks, kl_divergence,
                                 random_masks, ssim)
 from bench.preprocess import Preprocess
+from bench.recipes import RecipeTable, require
 from bench.shared import SharedModel, register_shared_model
 from bench.training import TrainInputs, to_float
 
@@ -47,6 +48,10 @@ class GanStage:
     cutmix_rampup: float  # epochs over which the CutMix probability rises from 0 to 0.5 (200)
     max_images: int | None = None  # images per epoch (None: all); keeps the smoke scale at seconds
 
+    def __post_init__(self):
+        require(self, positive=("width", "disc_width", "epochs", "batch_size", "g_lr", "d_lr", "cutmix_rampup",
+                                "max_images"))
+
 
 @dataclass(frozen=True)
 class PairStage:
@@ -58,6 +63,9 @@ class PairStage:
     lr: float
     max_images: int | None = None
 
+    def __post_init__(self):
+        require(self, positive=("width", "epochs", "batch_size", "lr", "max_images"))
+
 
 @dataclass(frozen=True)
 class MoodcatRecipe:
@@ -65,20 +73,23 @@ class MoodcatRecipe:
     pair_classifier: PairStage
     holdout: float  # fraction of ID training images kept out of both, for calibrating the scores
 
+    def __post_init__(self):
+        require(self, fraction=("holdout",))
+
 
 # Per scale. paper: the released code's widths (32 / 32 / 64), batch 96 and learning rates;
 # its epoch counts are not given (SPEC.md only says CutMix ramps up over 200 epochs), so 400
-# generator epochs and C_b's whole schedule are our choice. small: width 4 (C_b 8), 16,000
+# generator epochs and C_b's whole schedule are our choice. demo: width 4 (C_b 8), 16,000
 # images (250 batches) each, lr 2e-4 for G (5e-5 learns too little in so few steps): a few
 # minutes per Fashion-MNIST partition on one core; smoke: a few batches.
-RECIPES = {
+RECIPES = RecipeTable("moodcat", {
     "smoke": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=384),
                            PairStage(8, 1, 64, 2e-4, max_images=384), holdout=0.1),
-    "small": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=16000),
+    "demo": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=16000),
                            PairStage(8, 1, 64, 2e-4, max_images=16000), holdout=0.1),
     "paper": MoodcatRecipe(GanStage(32, 32, 400, 96, 5e-5, 2e-4, cutmix_rampup=200), PairStage(64, 20, 96, 2e-4),
                            holdout=0.1),
-}
+})
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from bench.contrastive import augment, simclr_transform, supcon_loss
 from bench.nets.contrastive import ContrastiveNet
-from bench.recipes import Stage
+from bench.recipes import RecipeTable, Stage, require
 from bench.shared import SharedModel, register_shared_model
 from bench.training import TrainInputs, map_batches, to_float, train_epochs
 
@@ -28,26 +28,29 @@ class SupCLRRecipe:
     temperature: float = 0.07
     projection: int = 128
 
+    def __post_init__(self):
+        require(self, positive=("temperature", "projection"))
+
 
 # paper: the CMG paper's backbones with CSI's sup_simclr recipe: 700 epochs, total batch 512,
 # LARS lr 0.1 with 10 warm-up epochs and cosine decay, weight decay 1e-6 (SGD here: torch has
 # no LARS); linear step 100 epochs, SGD lr 0.1, batch 32 with augmentation (the code steps the
-# lr down at 60/75/90%: cosine here). small: cnn4 16 with Adam, a few minutes per Fashion-MNIST
+# lr down at 60/75/90%: cosine here). demo: cnn4 16 with Adam, a few minutes per Fashion-MNIST
 # partition on one core; the linear step on features computed once.
-RECIPES = {
+RECIPES = RecipeTable("supclr", {
     ("gray28", "smoke"): SupCLRRecipe(Stage("cnn4", 8, 2, 128, 1e-3), Stage(None, None, 5, 128, 1e-2)),
-    ("gray28", "small"): SupCLRRecipe(Stage("cnn4", 16, 6, 256, 1e-3), Stage(None, None, 10, 256, 1e-2)),
+    ("gray28", "demo"): SupCLRRecipe(Stage("cnn4", 16, 6, 256, 1e-3), Stage(None, None, 10, 256, 1e-2)),
     ("gray28", "paper"): SupCLRRecipe(
         Stage("cnn9", None, 700, 512, 0.1, optimizer="sgd", weight_decay=1e-6, warmup_epochs=10, cosine=True),
         Stage(None, None, 100, 32, 0.1, augment=True, optimizer="sgd", momentum=0.0, weight_decay=1e-6,
               cosine=True)),
     ("colour", "smoke"): SupCLRRecipe(Stage("cnn4", 8, 2, 128, 1e-3), Stage(None, None, 5, 128, 1e-2)),
-    ("colour", "small"): SupCLRRecipe(Stage("cnn4", 32, 20, 256, 1e-3), Stage(None, None, 10, 256, 1e-2)),
+    ("colour", "demo"): SupCLRRecipe(Stage("cnn4", 32, 20, 256, 1e-3), Stage(None, None, 10, 256, 1e-2)),
     ("colour", "paper"): SupCLRRecipe(
         Stage("resnet18", None, 700, 512, 0.1, optimizer="sgd", weight_decay=1e-6, warmup_epochs=10, cosine=True),
         Stage(None, None, 100, 32, 0.1, augment=True, optimizer="sgd", momentum=0.0, weight_decay=1e-6,
               cosine=True)),
-}
+})
 
 
 def build(task, recipe):

@@ -1,0 +1,129 @@
+"""Convergence study: does more training change the comparison?
+
+Runs Setting 1 on Fashion-MNIST at a ladder of recipes, each one doubling the training of
+the previous one (every `--recipe` override of a point is applied on top of `--scale`),
+then prints, per method, the mean AUROC over partitions at every point, the cost of each
+point, and for every step of the ladder the largest change of a method's mean and the pairs
+of methods that swap order although their means differ by more than `--swap-margin` points.
+The reference recipe is the cheapest point whose next doubling changes no mean by more than
+`--tolerance` and swaps no such pair.
+
+    python benchmarks/convergence.py --out results/convergence --cache ~/.cache/bench/models \
+        --point e4=classifier.epochs=4,cvae.epochs=4,cac.stage.epochs=4 \
+        --point e8=classifier.epochs=8,cvae.epochs=8,cac.stage.epochs=8 \
+        --point e16=classifier.epochs=16,cvae.epochs=16,cac.stage.epochs=16
+
+Every point is an ordinary `bench run`, so its trials land in `--out` and its models in the
+cache, where the reference scale and later runs reuse them.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import subprocess
+import sys
+
+import pandas as pd
+from tabulate import tabulate
+
+from bench.method import parse_methods
+from bench.recipes import parse_overrides
+from bench.reports import for_recipe
+from bench.store import ResultStore
+
+# The classifier's post-hoc scores with the most distinct behaviour, CMG and CAC: the methods
+# whose shared models the ladder trains (classifier, CVAE, CAC). Others can be added with --methods.
+METHODS = "softmax,energy,mahalanobis,react,knn,cmg_s,cmg_e,cac"
+
+
+def run_point(args, overrides: str) -> None:
+    command = [sys.executable, "-m", "bench", "run", "--methods", args.methods, "--protocol", "setting1",
+               "--datasets", "fashion_mnist", "--scale", args.scale, "--seeds", args.seeds, "--out", args.out,
+               "--executor", args.executor]
+    command += ["--recipe", overrides] if overrides else []
+    command += ["--partitions", args.partitions] if args.partitions else []
+    command += ["--cache", args.cache] if args.cache else []
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+def summarise(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, float]:
+    """Mean AUROC per method over partitions (seeds averaged first), mean accuracy, and the point's
+    cost in core-minutes: every distinct shared model once, plus every trial's own fit and score time."""
+    per_partition = frame.groupby(["method", "partition"])["auroc"].mean()
+    means = per_partition.groupby("method").mean() * 100
+    accuracy = frame.groupby("method")["accuracy"].mean() * 100
+    store_rows = frame[["trial_id", "fit_s", "score_s"]]
+    own = float(store_rows["fit_s"].sum() + store_rows["score_s"].sum())
+    return means, accuracy, own
+
+
+def shared_seconds(out: str, trial_ids: set[str]) -> float:
+    """Training time of every distinct shared model the trials used (each counted once)."""
+    seen: dict[str, float] = {}
+    for record in ResultStore(out).records():
+        if record["trial_id"] in trial_ids:
+            for item in record["timing"]["shared_models"].values():
+                seen[item["key"]] = item["train_seconds"]
+    return sum(seen.values())
+
+
+def stable_step(before: pd.Series, after: pd.Series, tolerance: float, margin: float) -> tuple[float, list[str]]:
+    """Largest change of a method's mean, and the pairs that swap although they differ by > margin."""
+    common = before.index.intersection(after.index)
+    shift = float((after[common] - before[common]).abs().max())
+    swaps = []
+    for a, b in itertools.combinations(common, 2):
+        gap_before, gap_after = before[a] - before[b], after[a] - after[b]
+        if gap_before * gap_after < 0 and max(abs(gap_before), abs(gap_after)) > margin:
+            swaps.append(f"{a}/{b} ({gap_before:+.1f} -> {gap_after:+.1f})")
+    return shift, swaps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--point", action="append", required=True,
+                        help="NAME=OVERRIDES (comma list of --recipe overrides; empty: the scale's own recipe), "
+                             "in ladder order")
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--scale", default="demo")
+    parser.add_argument("--partitions")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--out", default="results/convergence")
+    parser.add_argument("--cache")
+    parser.add_argument("--executor", default="ray")
+    parser.add_argument("--tolerance", type=float, default=1.0, help="points of mean AUROC (default 1)")
+    parser.add_argument("--swap-margin", type=float, default=2.0, help="points (default 2)")
+    parser.add_argument("--report-only", action="store_true", help="only summarise what --out holds")
+    args = parser.parse_args()
+
+    points = [item.partition("=")[::2] for item in args.point]
+    labels = [spec.label for spec in parse_methods(args.methods)]
+    means, accuracy, costs = {}, {}, {}
+    for name, overrides in points:
+        if not args.report_only:
+            run_point(args, overrides)
+        frame = for_recipe(ResultStore(args.out).frame(), parse_overrides([overrides] if overrides else []))
+        frame = frame[(frame["protocol"] == "setting1") & (frame["scale"] == args.scale) & frame["method"].isin(labels)]
+        means[name], accuracy[name], own = summarise(frame)
+        costs[name] = (own + shared_seconds(args.out, set(frame["trial_id"]))) / 60
+
+    table = pd.DataFrame(means).round(1)
+    table.loc["(accuracy, classifier)"] = pd.DataFrame(accuracy).loc["softmax"].round(1) \
+        if "softmax" in pd.DataFrame(accuracy).index else None
+    table.loc["(cost, core-minutes)"] = pd.Series(costs).round(1)
+    print("Mean AUROC (%) over partitions per ladder point\n")
+    print(tabulate(table, headers=["method", *table.columns], tablefmt="github"))
+    print("\nLadder steps\n")
+    rows, chosen = [], None
+    for (first, _), (second, _) in itertools.pairwise(points):
+        shift, swaps = stable_step(means[first], means[second], args.tolerance, args.swap_margin)
+        stable = shift <= args.tolerance and not swaps
+        chosen = chosen or (first if stable else None)
+        rows.append([f"{first} -> {second}", f"{shift:.1f}", "; ".join(swaps) or "none", "yes" if stable else "no"])
+    print(tabulate(rows, headers=["step", "largest mean change", f"swaps (gap > {args.swap_margin:g})", "stable"],
+                   tablefmt="github"))
+    print(f"\nreference: {chosen or 'none of these points: train longer'}")
+
+
+if __name__ == "__main__":
+    main()
