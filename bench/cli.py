@@ -98,15 +98,16 @@ def cmd_run(args) -> int:
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         retrain=args.retrain,
-        provenance=provenance.collect(sys.argv),
-    )
+        provenance=provenance.driver(sys.argv),  # each record adds the provenance of the node that ran it
+    ).resolved()  # paths as this process sees them, for every job wherever it runs
     summary = run(
         args.protocol, methods, datasets=args.datasets, partitions=args.partitions, seeds=args.seeds,
-        scale=args.scale, overrides=overrides, executor=args.executor, force=args.force, skip_missing=args.skip_missing, settings=settings,
+        scale=args.scale, overrides=overrides, executor=args.executor, address=args.address, force=args.force,
+        skip_missing=args.skip_missing, settings=settings,
     )
     failed = summary.pop("failed", [])
     logging.getLogger("bench").info("done: %s", {**summary, "failed": len(failed)} if failed else summary)
-    frame = for_recipe(ResultStore(args.out).frame(), overrides)
+    frame = for_recipe(ResultStore(settings.out).frame(), overrides)
     if not frame.empty:
         frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)]
     if args.datasets and not frame.empty:
@@ -118,7 +119,7 @@ def cmd_run(args) -> int:
     if not failed:
         return 0
     print(f"bench: {len(failed)} of {summary['ran']} trials failed (records with tracebacks in "
-          f"{Path(failed[0]['path']).parent}; the same command runs them again):", file=sys.stderr)
+          f"{failed[0]['path'].rsplit('/', 1)[0]}; the same command runs them again):", file=sys.stderr)
     for record in failed:
         error = record["error"]
         message = " ".join(error["message"].split())
@@ -296,14 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--partitions", type=_csv, help="comma list, e.g. 0-5,1-6 (default: all)")
     run.add_argument("--seeds", type=_seeds, default=[0], help=f"comma list of integers 0..{MAX_SEED} (default: 0)")
     run.add_argument("--scale", default="demo",
-                     help="smoke (tests) | demo (minutes; not for conclusions) | reference (the CPU reference of "
-                     "BENCHMARKS.md) | paper (GPU) (default: demo)")
+                     help="smoke (tests) | demo (minutes; not for conclusions) | paper (GPU) (default: demo)")
     run.add_argument("--recipe", action="append", metavar="OVERRIDES",
                      help=RECIPE_HELP)
-    run.add_argument("--out", default=DEFAULT_OUT, help=f"result folder (default: {DEFAULT_OUT})")
-    run.add_argument("--cache", help="model cache folder (default: $BENCH_CACHE or ~/.cache/bench/models)")
-    run.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
+    run.add_argument("--out", default=DEFAULT_OUT,
+                     help=f"result folder or fsspec URL, e.g. s3://bucket/results (default: {DEFAULT_OUT})")
+    run.add_argument("--cache", help="model cache folder or fsspec URL (default: $BENCH_CACHE or ~/.cache/bench/models); "
+                     "on a cluster, storage every node shares")
+    run.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data); on a cluster, "
+                     "the same path on every node")
     run.add_argument("--executor", default="ray", help="ray (default) or local (in-process, for debugging)")
+    run.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:10001 (default: "
+                     "$RAY_ADDRESS, else a local Ray started for the run)")
     run.add_argument("--cpus-per-trial", type=float, help="CPU threads per job (default: 1 on Ray, all cores locally)")
     run.add_argument("--gpus-per-trial", type=float, default=None,
                      help="GPU fraction per job, e.g. 0.25 packs 4 per GPU (default: 1 with a GPU, else 0)")

@@ -19,6 +19,7 @@ so `bench run` rejects a bad option in one line before any data is loaded.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import difflib
 import re
@@ -30,7 +31,8 @@ import torch
 
 from bench.data import ImageSet
 from bench.errors import BenchError
-from bench.protocol import Task
+from bench.features import FeatureCache, network_outputs
+from bench.protocol import DataRef, Task
 from bench.recipes import Recipe
 from bench.registry import Registry, option, option_problem
 from bench.training import to_float
@@ -55,6 +57,9 @@ class FitContext:
     seed: int
     device: torch.device
     generator: torch.Generator = field(repr=False, default=None)
+    # The trained networks' outputs per data split, computed once for all methods (None: run the network each time).
+    # `train` must then be `task.id_train` subset by `recipe.train_limit` and `seed`, as the runner loads it.
+    features: FeatureCache | None = field(repr=False, default=None)
 
     def train_images(self) -> torch.Tensor:
         """ID training images as float in [0, 1], on the device."""
@@ -76,6 +81,12 @@ class Detector(ABC):
 
     def fit(self, ctx: FitContext) -> "Detector":
         return self
+
+    def scoring_split(self, ref: DataRef, images: torch.Tensor, limit: int | None, seed: int, device):
+        """A context around `predict` on every batch of one test split, in order: `images` (uint8), the subset
+        (`limit`, `seed`) of `ref`, scored on `device`. A method may read what it needs for them from a cache
+        instead of computing it."""
+        return contextlib.nullcontext()
 
     def check(self) -> None:
         """Raise a BenchError for a combination of options that cannot work (each option alone is already
@@ -106,6 +117,11 @@ class ClassifierDetector(Detector):
     provides one. Subclasses implement `score_outputs(logits, penultimate)`; the label is the
     argmax. Subclasses that learn statistics override `fit_outputs`, which then receives the
     network's outputs on the ID training data, computed once.
+
+    When the network is a trained shared model and the runner gives a `FitContext.features`
+    cache, those outputs come from it (`bench.features`): computed once per (network, split) for
+    every method. So do the outputs on each test split, unless a subclass overrides `predict`
+    (ODIN perturbs the input, so it runs the network itself).
     """
 
     net: str = "classifier"
@@ -119,10 +135,34 @@ class ClassifierDetector(Detector):
 
     def fit(self, ctx: FitContext) -> "ClassifierDetector":
         self.classifier_ = resolve_network(self.net, ctx).eval()
+        cached = (ctx.features is not None and ctx.features.covers(self.net)
+                  and self.classifier_ is ctx.models.get(self.net))  # a trained shared model, not one a method makes
+        self.features_, self.replay_ = (ctx.features if cached else None), None
         if type(self).fit_outputs is not ClassifierDetector.fit_outputs:
-            logits, penultimate = classifier_outputs(self.classifier_, ctx.train.images, ctx.device)
+            limit = ctx.recipe.train_limit if ctx.recipe is not None else None
+            logits, penultimate = self.split_outputs(ctx.task.id_train, ctx.train.images, limit, ctx.seed, ctx.device)
             self.fit_outputs(logits, penultimate, ctx.train_labels())
         return self
+
+    def split_outputs(self, ref: DataRef, images: torch.Tensor, limit: int | None, seed: int, device):
+        """(logits, penultimate) of the network on uint8 `images`, the subset (`limit`, `seed`) of `ref`: from the
+        feature cache when there is one, else computed."""
+        if getattr(self, "features_", None) is None:
+            return network_outputs(self.classifier_, images, device)
+        return self.features_.outputs(self.net, self.classifier_, ref, limit, seed, images, device)
+
+    @contextlib.contextmanager
+    def scoring_split(self, ref: DataRef, images: torch.Tensor, limit: int | None, seed: int, device):
+        """Within it, `predict` reads the split's cached outputs batch by batch instead of running the network
+        (when there is a cache and `predict` is this class's: a function of the outputs alone)."""
+        if getattr(self, "features_", None) is None or type(self).predict is not ClassifierDetector.predict:
+            yield
+            return
+        self.replay_ = _Replay(*self.split_outputs(ref, images, limit, seed, device))
+        try:
+            yield
+        finally:
+            self.replay_ = None
 
     def network(self) -> torch.nn.Module:
         """The network this score reads, for methods that build on it (`energy+cmg_e`)."""
@@ -133,7 +173,8 @@ class ClassifierDetector(Detector):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> Prediction:
-        logits, penultimate = self.classifier_.forward_features(x)
+        replay = getattr(self, "replay_", None)
+        logits, penultimate = replay.next(len(x)) if replay is not None else self.classifier_.forward_features(x)
         return Prediction(self.score_outputs(logits, penultimate), logits.argmax(1))
 
     @abstractmethod
@@ -180,15 +221,21 @@ def resolve_network(net: str, ctx: FitContext) -> torch.nn.Module:
     return method.build().fit(ctx).network()
 
 
-@torch.no_grad()
-def classifier_outputs(classifier, images: torch.Tensor, device, batch_size: int = 1000):
-    """(logits, penultimate) of uint8 `images`, batch by batch on `device`."""
-    logits, features = [], []
-    for chunk in images.split(batch_size):
-        chunk_logits, chunk_features = classifier.forward_features(to_float(chunk.to(device)))
-        logits.append(chunk_logits)
-        features.append(chunk_features)
-    return torch.cat(logits), torch.cat(features)
+classifier_outputs = network_outputs  # (logits, penultimate) of uint8 images, batch by batch
+
+
+class _Replay:
+    """A split's outputs handed out batch by batch, in the order `predict` is called on its images."""
+
+    def __init__(self, logits: torch.Tensor, penultimate: torch.Tensor):
+        self.logits, self.penultimate, self.position = logits, penultimate, 0
+
+    def next(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start, self.position = self.position, self.position + count
+        if self.position > len(self.logits):
+            raise RuntimeError(f"predict was called on more images than the split's {len(self.logits)} cached outputs")
+        # copies, so that every batch is scored from a tensor of its own, as when the network computes it
+        return self.logits[start:self.position].clone(), self.penultimate[start:self.position].clone()
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,43 @@
 """Expand (protocol x datasets x partitions x seeds x methods) into trials and run them.
 
 Shared models are jobs of their own: each distinct (kind, key) is trained exactly once,
-before the trials that need it, on Ray (fractional CPUs/GPUs per job) or in-process.
-Each trial writes its record the moment it finishes, so a killed run loses nothing done.
-Nothing here knows any method, dataset or protocol by name.
+before the trials that need it, on Ray (fractional CPUs/GPUs per job; a local Ray started
+here, or an existing cluster: `address`) or in-process. Nothing here knows any method,
+dataset or protocol by name.
+
+The driver (the process that calls `run`) is the only writer of result records: a trial job
+returns its record and the driver writes it the moment it arrives, so a killed run loses
+nothing done. Every path is resolved on the driver (`Settings.resolved`) and jobs get the
+driver's absolute paths, never their own working directory or environment; trial ids are
+computed on the driver and handed to the jobs. Jobs write only the model cache.
 
 A job that fails never stops the others: a trial that raises, or whose scores are not one
 finite number per image, becomes a failed record (`ResultStore.write_failure`), and so does
 every trial of a shared model that fails to train. Both executors run the same job
 functions (`model_job`, `trial_job`), which return outcomes instead of raising. File locks
-in the cache and the store let several runs share them (`ModelCache.lock`, `ResultStore.lock`).
+in the cache and the store let several runs share them (`ModelCache.lock`; the driver holds
+`ResultStore.lock` of a trial from before it starts until its record is written: `Claims`).
 """
 from __future__ import annotations
 
 import datetime
+import functools
+import importlib
 import logging
 import os
 import signal
 import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from filelock import Timeout
 
 from bench import provenance
-from bench.data import DATASETS, load_split
+from bench.data import DATASETS, data_root, load_split
 from bench.errors import BenchError
 from bench.method import FitContext, MethodSpec
 from bench.protocol import PROTOCOLS, DataRef, Task
@@ -36,14 +45,17 @@ from bench.recipes import Override, Recipe, describe_part, recipe_for
 from bench.shared import SHARED_MODELS
 from bench.scoring import load_ref, score_task
 from bench.training import TrainInputs
-from bench.store import ModelCache, ResultStore, code_hash, content_key
+from bench.store import PROJECT_PACKAGES, ModelCache, ResultStore, cache_location, code_hash, content_key, is_url, resolve
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where things live and how much hardware a job gets; the same for every job of a run."""
+    """Where things live and how much hardware a job gets; the same for every job of a run.
+
+    `out` and `cache` are local folders or fsspec URLs (`bench.store.Storage`); `data_root` a local folder.
+    """
 
     out: str
     cache: str | None = None
@@ -52,6 +64,16 @@ class Settings:
     gpus_per_trial: float | None = None  # None: 1 per job when a GPU is visible, else 0
     retrain: bool = False
     provenance: dict = field(default_factory=dict)
+
+    def resolved(self) -> "Settings":
+        """These settings as this process sees them, for every job wherever it runs: the defaults of the cache
+        ($BENCH_CACHE, else ~/.cache/bench/models) and the data root ($BENCH_DATA, else ~/.cache/bench/data)
+        filled in, and every local path made absolute here."""
+        if self.data_root is not None and is_url(self.data_root):
+            raise BenchError(f"--data-root {self.data_root}: datasets are read from a local (or mounted) folder, "
+                             "not a URL")
+        return replace(self, out=resolve(self.out), cache=cache_location(self.cache),
+                       data_root=resolve(data_root(self.data_root)))
 
     def threads(self) -> int:
         return max(1, int(self.cpus_per_trial or os.cpu_count() or 1))
@@ -81,10 +103,12 @@ class Trial:
     models: tuple[tuple[str, str], ...]  # (kind, key) of every shared model the method gets
     recipe_tables: tuple[str, ...] = ()  # the recipe tables its numbers depend on (which overrides can reach it)
 
-    @property
+    @functools.cached_property
     def trial_id(self) -> str:
         """Everything that determines the trial's numbers: data, seed, method and its options, the code
-        that fits and scores it, its own recipe part, the data limits and the keys of its models."""
+        that fits and scores it, its own recipe part, the data limits and the keys of its models.
+
+        Computed once per Trial, on the driver (jobs are handed it: code edited during a run changes no id)."""
         method = self.method.build()
         return content_key({
             "task": self.task.name,
@@ -176,20 +200,19 @@ def train_shared_model(job: ModelJob, settings: Settings, *_dependencies) -> dic
         log.info("another run is making %s for %s; waiting for it", job.kind, job.task.name)
         lock.acquire()
     try:
-        if cache.has(job.kind, job.key) and (not settings.retrain or _saved_since(cache.folder(job.kind, job.key),
-                                                                                  settings)):
+        if cache.has(job.kind, job.key) and (not settings.retrain or _saved_since(cache, job, settings)):
             return cache.meta(job.kind, job.key)
         return _train(job, settings, cache)
     finally:
         lock.release()
 
 
-def _saved_since(folder: Path, settings: Settings) -> bool:
+def _saved_since(cache: ModelCache, job: ModelJob, settings: Settings) -> bool:
     """Whether a cached model was saved after this run started (with --retrain, by a concurrent run: keep it)."""
     started = settings.provenance.get("started")
-    if not started:
+    saved = cache.saved_at(job.kind, job.key)
+    if not started or saved is None:
         return False
-    saved = datetime.datetime.fromtimestamp((folder / "meta.json").stat().st_mtime, datetime.timezone.utc)
     return saved >= datetime.datetime.fromisoformat(started)
 
 
@@ -211,7 +234,7 @@ def _train(job: ModelJob, settings: Settings, cache: ModelCache) -> dict:
         "recipe": {**job.recipe.describe(), "part": describe_part(spec.recipe_part(job.recipe))},
         "train_seconds": seconds, "device": str(device),
         "dependencies": dict(job.dependencies), "train_images": len(train),
-        "provenance": settings.provenance,
+        "provenance": {**settings.provenance, **provenance.node()},  # the run's (driver) and this node's
     }
     cache.save(job.kind, job.key, {k: v.cpu() for k, v in model.state_dict().items()}, meta)
     log.info("trained %s for %s in %.1fs", job.kind, job.task.name, seconds)
@@ -255,8 +278,11 @@ class CheckedScores:
         return getattr(self.method, name)
 
 
-def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
-    """Fit one method on one task and seed, score the test sets, write the record."""
+def run_trial(trial: Trial, settings: Settings, trial_id: str) -> dict:
+    """Fit one method on one task and seed, score the test sets; return the record (the driver writes it).
+
+    `trial_id` is the driver's; the record's provenance joins the run's (driver: command, code version,
+    start) with this node's (host, GPU, library versions)."""
     torch.set_num_threads(settings.threads())
     device = settings.device()
     generator = seed_everything(trial.seed)
@@ -264,16 +290,18 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
     train = load_ref(task.id_train, settings, recipe.train_limit, trial.seed)
     models = {kind: build_cached(kind, key, task, recipe, settings) for kind, key in trial.models}
     method = trial.method.build()
+    from bench.features import FeatureCache  # the models' outputs per data split, computed once for every method
 
     start = time.perf_counter()
-    method.fit(FitContext(task, train, models, recipe, trial.seed, device, generator))
+    method.fit(FitContext(task, train, models, recipe, trial.seed, device, generator,
+                          features=FeatureCache.for_trial(settings.cache, trial.models)))
     fit_seconds = time.perf_counter() - start
     scores = score_task(CheckedScores(method, trial.method.label), task, settings, recipe.test_limit, trial.seed)
 
     shared = _shared_seconds(trial.models, ModelCache(settings.cache))
     shared_seconds = sum(item["train_seconds"] for item in shared.values())
     record = {
-        "trial_id": trial.trial_id,
+        "trial_id": trial_id,
         "protocol": task.protocol,
         "dataset": task.dataset,
         "partition": task.partition,
@@ -299,10 +327,9 @@ def run_trial(trial: Trial, settings: Settings, *_dependencies) -> dict:
             "shared_models": shared,
         },
         "device": str(device),
-        "provenance": {**settings.provenance, "finished": provenance.now()},
+        "provenance": {**settings.provenance, **provenance.node(), "finished": provenance.now()},
     }
-    ResultStore(settings.out).write(record)
-    return {"name": trial.name, "auroc": scores.metrics["auroc"], "seconds": fit_seconds + scores.seconds}
+    return record
 
 
 def _loadable(ref: DataRef) -> tuple:
@@ -374,58 +401,132 @@ def model_job(job: ModelJob, settings: Settings, *dependencies: dict) -> dict:
         return {**outcome, "error": _error(err)}
 
 
-def trial_job(trial: Trial, settings: Settings, force: bool, *dependencies: dict) -> dict:
-    """Run one trial under its lock: {"trial_id", "result"}, {"trial_id", "error"}, or {"trial_id", "taken"}
-    when another run finished it meanwhile. `dependencies`: outcomes of the model jobs it waits on."""
-    outcome = {"trial_id": trial.trial_id}
+def trial_job(trial: Trial, trial_id: str, settings: Settings, *dependencies: dict) -> dict:
+    """Run one trial: {"trial_id", "record"} or {"trial_id", "error"}; it writes nothing (the driver does).
+    `dependencies`: outcomes of the model jobs it waits on."""
+    outcome = {"trial_id": trial_id}
     failed = _failed_dependency(dependencies)
     if failed:
         return {**outcome, "error": failed}
     try:
-        store = ResultStore(settings.out)
-        with store.lock(trial.trial_id):
-            if not force and store.has(trial.trial_id):
-                return {**outcome, "taken": True}
-            return {**outcome, "result": run_trial(trial, settings)}
+        return {**outcome, "record": run_trial(trial, settings, trial_id)}
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, never raised
-        return {**outcome, "error": _error(err)}
+        return {**outcome, "error": _error(err), "node": provenance.node()}
+
+
+class Claims:
+    """The driver's hold on the trials it runs: each trial's store lock, from before its job starts until its
+    record is written, so concurrent runs on one store never run a trial twice at once (locks: local stores)."""
+
+    def __init__(self, store: ResultStore, force: bool):
+        self.store, self.force, self.held = store, force, {}
+
+    def take(self, trial_id: str, wait: bool) -> str:
+        """"run" (claimed: run it), "done" (another run has finished it meanwhile) or, without `wait`,
+        "busy" (another run is running it now: ask again later)."""
+        lock = self.store.lock(trial_id)
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            return "busy"
+        if not self.force and self.store.has(trial_id):
+            lock.release()
+            return "done"
+        self.held[trial_id] = lock
+        return "run"
+
+    def release(self, trial_id: str) -> None:
+        lock = self.held.pop(trial_id, None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        for trial_id in list(self.held):
+            self.release(trial_id)
 
 
 class LocalExecutor:
     """Runs jobs one after another in this process: for debugging and for tests."""
 
-    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, force: bool, finish) -> None:
+    def __init__(self, address: str | None = None):
+        if address:
+            raise BenchError(f"--address {address} needs --executor ray (the local executor runs every job in this "
+                             "process)")
+
+    def check(self, settings: Settings) -> Settings:
+        """The settings, with their defaults, checked against this machine."""
+        return _on_this_machine(settings)
+
+    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, claims: Claims, finish) -> None:
         outcomes = {}
         for job in jobs:  # dependency order
             deps = [outcomes[pair] for pair in job.dependencies if pair in outcomes]
             outcomes[job.kind, job.key] = outcome = model_job(job, settings, *deps)
             finish(outcome)
         for trial in trials:
-            finish(trial_job(trial, settings, force, *(outcomes[pair] for pair in trial.models if pair in outcomes)))
+            if claims.take(trial.trial_id, wait=True) == "done":
+                finish({"trial_id": trial.trial_id, "taken": True})
+                continue
+            finish(trial_job(trial, trial.trial_id, settings, *(outcomes[pair] for pair in trial.models
+                                                               if pair in outcomes)))
+
+
+FORWARDED_ENV = ("BENCH_DOWNLOAD", "BENCH_FEATURE_CACHE")  # read by jobs; every path goes through Settings instead
+
+
+def runtime_env() -> dict:
+    """How the project's code reaches Ray's workers on every node: its packages (`bench`, `methods`, `protocols`),
+    uploaded by Ray from this checkout, and the environment variables that change what jobs do.
+
+    Each node needs the dependencies installed (torch, ...); nothing else of this machine is read there.
+    """
+    packages = [importlib.import_module(name) for name in PROJECT_PACKAGES]
+    env = {"py_modules": packages, "excludes": ["__pycache__", "*.pyc"]}
+    forwarded = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    if forwarded:
+        env["env_vars"] = forwarded
+    return env
 
 
 class RayExecutor:
     """Runs jobs as Ray tasks; a trial waits on the shared models it needs, passed as arguments.
 
-    A Ray started here stops when the run ends, however it ends: on an exception (Ctrl-C and
-    SIGTERM arrive as KeyboardInterrupt, see `bench.cli.main`) the jobs still running are
-    cancelled and their workers killed before it is shut down.
+    `address` (else $RAY_ADDRESS): an existing cluster (`auto`, `host:port`, `ray://host:10001`), which
+    this run joins and leaves; without one, a local Ray is started here and stopped when the run ends,
+    however it ends: on an exception (Ctrl-C and SIGTERM arrive as KeyboardInterrupt, see
+    `bench.cli.main`) the jobs still running are cancelled and their workers killed before it is shut down.
+    Before any job, resources are checked against the cluster's nodes and the cache and data root
+    from a task on each node that can run a job (`check_node`). A Ray this process had joined before
+    the run is used as it is, with the caller's runtime_env.
     """
 
-    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, force: bool, finish) -> None:
+    def __init__(self, address: str | None = None):
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+
+    def check(self, settings: Settings) -> Settings:
+        """Checked against this machine when Ray will be started here; a cluster is asked once joined (`run`)."""
+        return settings if self.address else _on_this_machine(settings)
+
+    def run(self, jobs: list[ModelJob], trials: list[Trial], settings: Settings, claims: Claims, finish) -> None:
         import ray
 
         started = not ray.is_initialized()
         if started:
-            _start_ray(ray)
+            _start_ray(ray, self.address)
         try:
-            self._run(ray, jobs, trials, settings, force, finish)
+            nodes = _cluster_nodes(ray)
+            if settings.gpus_per_trial is None:  # a cluster's default: a GPU per job where its nodes have GPUs
+                settings = replace(settings, gpus_per_trial=1.0 if any(node["GPU"] for node in nodes) else 0.0)
+            cluster = f"the Ray cluster at {self.address}" if self.address else "this process's Ray"
+            _check_resources(settings, nodes, cluster, ray.cluster_resources())
+            _check_nodes(ray, [node for node in nodes if _fits(node, settings)], settings)
+            self._run(ray, jobs, trials, settings, claims, finish)
         finally:
             if started:
                 ray.shutdown()
 
     @staticmethod
-    def _run(ray, jobs, trials, settings, force, finish) -> None:
+    def _run(ray, jobs, trials, settings, claims, finish) -> None:
         resources = {"num_cpus": settings.cpus_per_trial, "num_gpus": settings.gpus_per_trial}
         model_remote = ray.remote(model_job).options(**resources)
         trial_remote = ray.remote(trial_job).options(**resources)
@@ -434,44 +535,144 @@ class RayExecutor:
             given_pairs = [pair for pair in job.dependencies if pair in model_refs]
             ref = model_remote.remote(job, settings, *(model_refs[pair] for pair in given_pairs))
             model_refs[job.kind, job.key], watching[ref], given[ref] = ref, {"model": (job.kind, job.key)}, given_pairs
-        for trial in trials:
-            given_pairs = [pair for pair in trial.models if pair in model_refs]
-            ref = trial_remote.remote(trial, settings, force, *(model_refs[pair] for pair in given_pairs))
-            watching[ref], given[ref] = {"trial_id": trial.trial_id}, given_pairs
+        waiting = list(trials)  # not claimed yet: another run holds them now
+
+        def submit_claimable() -> None:
+            for trial in list(waiting):
+                state = claims.take(trial.trial_id, wait=False)
+                if state == "busy":
+                    continue
+                waiting.remove(trial)
+                if state == "done":
+                    finish({"trial_id": trial.trial_id, "taken": True})
+                    continue
+                given_pairs = [pair for pair in trial.models if pair in model_refs]
+                ref = trial_remote.remote(trial, trial.trial_id, settings, *(model_refs[pair] for pair in given_pairs))
+                watching[ref], given[ref] = {"trial_id": trial.trial_id}, given_pairs
+
         try:
-            while watching:
-                ready, _ = ray.wait(list(watching), num_returns=1, timeout=1.0)  # a timeout lets signals in
+            submit_claimable()
+            while watching or waiting:
+                ready = ray.wait(list(watching), num_returns=1, timeout=1.0)[0] if watching else []  # lets signals in
+                if not watching:
+                    time.sleep(1.0)
                 for ref in ready:
                     finish(_collect(ray, ref, watching.pop(ref), {pair: model_refs[pair] for pair in given.pop(ref)}))
+                if waiting:
+                    submit_claimable()
         finally:
             for ref in watching:
                 ray.cancel(ref, force=True)
 
 
-def _start_ray(ray) -> None:
-    """A local Ray with as few extra processes as Ray allows, keeping this process's SIGTERM handler."""
-    project_root = str(Path(__file__).resolve().parent.parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, os.environ.get("PYTHONPATH")]))
+def _start_ray(ray, address: str | None) -> None:
+    """Join the cluster at `address`, or start a local Ray with as few extra processes as Ray allows; either
+    way with the project's code for the workers (`runtime_env`) and keeping this process's SIGTERM handler."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting (it would try the network)
     sigterm = signal.getsignal(signal.SIGTERM)
-    ray.init(
-        num_gpus=torch.cuda.device_count(),
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-    )
-    # ray.init replaces SIGTERM's handler by one that calls sys.exit, and a SystemExit raised while
-    # ray.wait blocks is swallowed: the run went on. Put back the caller's (bench.cli: stop cleanly).
-    if sigterm is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, sigterm)
+    common = {"runtime_env": runtime_env(), "logging_level": logging.WARNING, "log_to_driver": True}
+    try:
+        if address:  # the cluster has its resources: asking for some here is an error in Ray
+            ray.init(address=address, **common)
+        else:  # "local": a new Ray even where another one's address is recorded on this machine
+            ray.init(address="local", num_gpus=torch.cuda.device_count(), include_dashboard=False, **common)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        if not address:
+            raise
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise BenchError(f"cannot join the Ray cluster at {address}: {reason}") from None
+    finally:
+        # ray.init replaces SIGTERM's handler by one that calls sys.exit, and a SystemExit raised while
+        # ray.wait blocks is swallowed: the run went on. Put back the caller's (bench.cli: stop cleanly).
+        if sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _cluster_nodes(ray) -> list[dict]:
+    """The live nodes of the Ray cluster: id, address, CPUs and GPUs."""
+    return [{"id": node["NodeID"], "ip": node.get("NodeManagerAddress", "?"),
+             "CPU": node.get("Resources", {}).get("CPU", 0.0), "GPU": node.get("Resources", {}).get("GPU", 0.0)}
+            for node in ray.nodes() if node.get("Alive")]
+
+
+def _fits(node: dict, settings: Settings) -> bool:
+    return node["CPU"] >= settings.cpus_per_trial and node["GPU"] >= settings.gpus_per_trial
+
+
+def check_node(settings: Settings, marker: str, token: str, data_root_present: bool) -> str | None:
+    """Runs on one node: why its jobs could not use the run's model cache or data root there, or None.
+
+    The cache must be the driver's own folder (shared storage or a URL): the driver has just written
+    `marker` holding `token` into it. The data root, when the driver has one, must be readable here.
+    """
+    cache = ModelCache(settings.cache)
+    storage, where = cache.storage, cache.root
+    try:
+        seen = storage.read_text(marker)
+    except Exception:  # noqa: BLE001 - missing, unreadable, or a URL this node cannot reach: said below
+        seen = None
+    if seen != token:
+        if not storage.is_dir():
+            return f"the model cache {where} does not exist"
+        return (f"the model cache {where} is another folder than the driver's (it lacks the file {marker} the "
+                "driver has just written there)")
+    probe = f".write-check-{uuid.uuid4().hex}"
+    try:
+        storage.write_text(probe, text="")
+        storage.remove(probe)
+    except Exception as err:  # noqa: BLE001 - each filesystem raises its own types
+        return f"the model cache {where} is not writable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+    if data_root_present:
+        root = settings.data_root
+        if not os.path.isdir(root):
+            return f"the data root {root} does not exist"
+        if not os.access(root, os.R_OK | os.X_OK):
+            return f"the data root {root} is not readable"
+    return None
+
+
+def _check_nodes(ray, nodes: list[dict], settings: Settings) -> None:
+    """Ask each node that can run a job whether it sees the run's cache and data root; one line naming the
+    nodes and the path otherwise. The driver writes a file into the cache that every node must read back."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cache = ModelCache(settings.cache)
+    cache.storage.ensure_writable("model cache")
+    token = uuid.uuid4().hex
+    marker = f".bench-check-{token[:12]}"
+    cache.storage.write_text(marker, text=token)
+    remote = ray.remote(check_node)
+    present = os.path.isdir(settings.data_root)
+    try:
+        refs = {remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["id"], soft=False))
+                .remote(settings, marker, token, present): node for node in nodes}
+        problems: dict[str, list[str]] = {}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)  # a timeout lets signals in
+            for ref in done:
+                node = refs[ref]
+                try:
+                    problem = ray.get(ref)
+                except ray.exceptions.RayError as err:  # e.g. the node cannot set up the code (runtime_env)
+                    problem = "bench's code cannot run there: " + " ".join(str(err).split())[:300]
+                if problem:
+                    problems.setdefault(problem, []).append(f"{node['ip']} (node {node['id'][:12]})")
+    finally:
+        cache.storage.remove(marker)
+    if problems:
+        raise BenchError(" | ".join(f"{problem} on node{'s' if len(names) > 1 else ''} {', '.join(names)}"
+                                    for problem, names in problems.items())
+                         + "; every node must see the driver's --cache (shared storage, or a URL such as "
+                         "s3://bucket/cache) and --data-root at the same path")
 
 
 EXECUTORS = {"ray": RayExecutor, "local": LocalExecutor}
 
 
 def _collect(ray, ref, identity: dict, given: dict) -> dict:
-    """The outcome of a finished Ray job, under the driver's identity (a worker that imported edited code
-    would hash other ids). `given`: the refs of the model jobs it received, by (kind, key)."""
+    """The outcome of a finished Ray job, under the driver's identity. `given`: the refs of the model jobs
+    it received, by (kind, key)."""
     outcome = {**_outcome(ray, ref, identity), **identity}
     if "error" in outcome and given:  # Ray fails a job whose model's worker died: name that model
         finished = ray.wait(list(given.values()), num_returns=len(given), timeout=0)[0]
@@ -504,34 +705,59 @@ def _jobs_to_train(trials: list[Trial], jobs: dict, cache: ModelCache, retrain: 
     return [job for pair, job in jobs.items() if pair in needed and (retrain or not cache.has(*pair))]
 
 
-def _check_resources(settings: Settings) -> None:
-    """Ray would wait forever for a job that asks for more than the machine has."""
-    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+def _on_this_machine(settings: Settings) -> Settings:
+    """The settings with the GPU default of this machine (one per job where it has one), checked against it."""
+    if settings.gpus_per_trial is None:
+        settings = replace(settings, gpus_per_trial=1.0 if torch.cuda.is_available() else 0.0)
+    _check_resources(settings, [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}])
+    return settings
+
+
+def _check_resources(settings: Settings, nodes: list[dict], cluster: str | None = None,
+                     total: dict | None = None) -> None:
+    """Ray would wait forever for a job that asks for more than one node has (a job never spans nodes).
+
+    `nodes`: the CPUs and GPUs of each; `cluster`: the Ray cluster they form, in words (None: this
+    machine); `total`: its resources in all (`ray.cluster_resources()`), for the message.
+    """
+    cpus, gpus = max(node["CPU"] for node in nodes), max(node["GPU"] for node in nodes)
+
+    def place(count: float, unit: str) -> str:
+        if cluster is None:
+            return f"this machine's {count:g} {unit}"
+        overall = f", {total.get(unit[:-1], 0):g} in all" if total else ""
+        return f"the largest node of {cluster} ({count:g} {unit}{overall}; a job runs on one node)"
+
     if not 0 < settings.cpus_per_trial <= cpus:
-        raise BenchError(f"--cpus-per-trial {settings.cpus_per_trial:g} does not fit this machine's {cpus} CPUs")
+        raise BenchError(f"--cpus-per-trial {settings.cpus_per_trial:g} does not fit {place(cpus, 'CPUs')}")
     if settings.gpus_per_trial > 0 and gpus == 0:
-        raise BenchError(f"--gpus-per-trial {settings.gpus_per_trial:g} asks for a GPU but none is visible; "
+        where = "none is visible" if cluster is None else f"no node of {cluster} has one"
+        raise BenchError(f"--gpus-per-trial {settings.gpus_per_trial:g} asks for a GPU but {where}; "
                          "use --gpus-per-trial 0")
     if settings.gpus_per_trial > max(gpus, 1) or settings.gpus_per_trial < 0:
-        raise BenchError(f"--gpus-per-trial {settings.gpus_per_trial:g} does not fit this machine's {gpus} GPUs")
+        raise BenchError(f"--gpus-per-trial {settings.gpus_per_trial:g} does not fit {place(gpus, 'GPUs')}")
+    if not any(_fits(node, settings) for node in nodes):
+        raise BenchError(f"no node of {cluster or 'this machine'} has both {settings.cpus_per_trial:g} CPUs and "
+                         f"{settings.gpus_per_trial:g} GPUs for one job (--cpus-per-trial, --gpus-per-trial)")
 
 
 def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=None, seeds=(0,), scale="demo",
-        overrides: tuple[Override, ...] = (), executor="ray", force=False, skip_missing=False,
+        overrides: tuple[Override, ...] = (), executor="ray", address=None, force=False, skip_missing=False,
         settings: Settings) -> dict:
     """Run every pending trial; return counts (and OOD sets skipped for missing data, by task, and the
-    failed records of the trials that failed, under "failed").
+    failed records of the trials that failed, under "failed"). `address`: an existing Ray cluster
+    (executor "ray"; default $RAY_ADDRESS, else a local Ray started here).
 
     Raises BenchError for anything the user can fix before a job starts; a job that fails is a
     failed record instead, and the other jobs go on.
     """
     if executor not in EXECUTORS:
         raise BenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    runner = EXECUTORS[executor](address)
+    settings = settings.resolved()
     if settings.cpus_per_trial is None:
         settings = replace(settings, cpus_per_trial=1.0 if executor == "ray" else float(os.cpu_count() or 1))
-    if settings.gpus_per_trial is None:
-        settings = replace(settings, gpus_per_trial=1.0 if torch.cuda.is_available() else 0.0)
-    _check_resources(settings)
+    settings = runner.check(settings)
     tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
     trials, jobs = plan(tasks, methods, list(seeds), scale, overrides)
     store = ResultStore(settings.out)
@@ -555,6 +781,7 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
     log.info("%d trials to run, %d shared models to train, executor %s", len(pending), len(todo), executor)
     by_id = {trial.trial_id: trial for trial in pending}
     done, taken, failed = 0, 0, []
+    claims = Claims(store, force)
 
     def finish(outcome: dict) -> None:
         nonlocal done, taken
@@ -565,19 +792,27 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
             return
         trial = by_id[outcome["trial_id"]]
         done += 1
-        if "taken" in outcome:
-            taken += 1
-            log.info("[%d/%d] %s  finished by another run meanwhile", done, len(pending), trial.name)
-        elif "error" in outcome:
-            failed.append(_record_failure(store, trial, outcome["error"], settings))
-            log.error("[%d/%d] %s  FAILED  %s: %s", done, len(pending), trial.name, outcome["error"]["type"],
-                      outcome["error"]["message"].splitlines()[0])
-        else:
-            result = outcome["result"]
-            log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), result["name"], result["auroc"],
-                     result["seconds"])
+        try:
+            if "taken" in outcome:
+                taken += 1
+                log.info("[%d/%d] %s  finished by another run meanwhile", done, len(pending), trial.name)
+            elif "error" in outcome:
+                failed.append(_record_failure(store, trial, outcome["error"], settings, outcome.get("node", {})))
+                log.error("[%d/%d] %s  FAILED  %s: %s", done, len(pending), trial.name, outcome["error"]["type"],
+                          outcome["error"]["message"].splitlines()[0])
+            else:
+                record = outcome["record"]
+                store.write(record)  # the driver is the one writer of records
+                timing = record["timing"]["summary"]
+                log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), trial.name, record["metrics"]["auroc"],
+                         timing["fit_s"] + timing["score_s"])
+        finally:
+            claims.release(outcome["trial_id"])
 
-    EXECUTORS[executor]().run(todo, pending, settings, force, finish)
+    try:
+        runner.run(todo, pending, settings, claims, finish)
+    finally:
+        claims.release_all()
     summary = {"trials": total, "ran": len(pending) - taken, "skipped": skipped + taken, "trained": len(todo)}
     if skipped_sets:
         summary["skipped_ood_sets"] = skipped_sets
@@ -586,14 +821,15 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
     return summary
 
 
-def _record_failure(store: ResultStore, trial: Trial, error: dict, settings: Settings) -> dict:
-    """Store a failed trial apart from the results (tables never read it; the next run retries it)."""
+def _record_failure(store: ResultStore, trial: Trial, error: dict, settings: Settings, node: dict) -> dict:
+    """Store a failed trial apart from the results (tables never read it; the next run retries it).
+    `node`: the provenance of the node where it failed, when its job said."""
     task = trial.task
     record = {
         "trial_id": trial.trial_id, "name": trial.name, "task": task.name, "protocol": task.protocol,
         "dataset": task.dataset, "partition": task.partition, "seed": trial.seed, "method": trial.method.label,
         "scale": trial.recipe.scale, "error": error,
-        "provenance": {**settings.provenance, "failed": provenance.now()},
+        "provenance": {**settings.provenance, **node, "failed": provenance.now()},
     }
     record["path"] = str(store.write_failure(record))
     return record

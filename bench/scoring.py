@@ -1,10 +1,13 @@
 """Scoring a fitted method on a task's test sets: the code every trial's numbers pass through.
 
 It loads each test set, asks the method for ID scores and labels batch by batch, and turns
-them into metrics. Trial ids hash this module (and what it imports) beside the method's.
+them into metrics. Each set is scored inside the method's `scoring_split` context, in which
+a post-hoc score reads its network's cached outputs on that set (`bench.features`) instead of
+running the network. Trial ids hash this module (and what it imports) beside the method's.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 
 from bench.data import load_split
+from bench.features import BATCH_SIZE
 from bench.metrics import accuracy, ood_metrics
 from bench.protocol import DataRef, Task
 from bench.training import to_float
@@ -23,7 +27,7 @@ def load_ref(ref: DataRef, settings, limit: int | None, seed: int):
     return data.select(ref.classes).subset(limit, seed)
 
 
-def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size: int = 1000):
+def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size: int = BATCH_SIZE):
     """Scores and labels for all images, in batches; gradients are the method's business (ODIN needs them)."""
     scores, labels = [], []
     for chunk in images.split(batch_size):
@@ -31,6 +35,13 @@ def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size:
         scores.append(prediction.score.float().cpu())
         labels.append(prediction.label.cpu())
     return torch.cat(scores).numpy(), torch.cat(labels).numpy()
+
+
+def _predict_split(method, ref: DataRef, images: torch.Tensor, limit: int | None, seed: int, device: torch.device):
+    """`_predict_all` on one test split (the subset `limit`, `seed` of `ref`), in the method's context for it."""
+    context = getattr(method, "scoring_split", None)  # a Detector has one; a bare object with predict may not
+    with context(ref, images, limit, seed, device) if context is not None else contextlib.nullcontext():
+        return _predict_all(method, images, device)
 
 
 @dataclass
@@ -48,11 +59,11 @@ def score_task(method, task: Task, settings, limit: int | None, seed: int) -> Sc
     device = settings.device()
     start = time.perf_counter()
     id_test = load_ref(task.id_test, settings, limit, seed)
-    id_scores, predicted = _predict_all(method, id_test.images, device)
+    id_scores, predicted = _predict_split(method, task.id_test, id_test.images, limit, seed, device)
     per_set, sizes = {}, {"id_test": len(id_test)}
     for name, ref in task.ood_tests.items():
         data = load_ref(ref, settings, limit, seed)
-        scores = _predict_all(method, data.images, device)[0]
+        scores = _predict_split(method, ref, data.images, limit, seed, device)[0]
         is_ood = ref.ood_mask(data.labels.numpy())
         metrics = ood_metrics(np.concatenate([id_scores, scores[~is_ood]]), scores[is_ood])
         per_set[name] = {**metrics, "n_ood": int(is_ood.sum())}

@@ -1,17 +1,23 @@
 """On-disk state: the content-addressed model cache and the per-trial result store.
 
-Both write atomically (a temporary name, then `os.replace`), so a run killed at any
-moment leaves either the old state or the new one, never half a file. Both hand out
-file locks (a `.locks/` folder in each), so that runs sharing a store and a cache train
-each model and run each trial once.
+Each lives in a folder (`Storage`): a local path, or an fsspec URL (`s3://bucket/x`,
+`gs://...`, `memory://x`; `file://` is a local path). Local folders are written atomically
+(a temporary name, then `os.replace`), so a run killed at any moment leaves either the old
+state or the new one, never half a file, and hand out file locks (a `.locks/` folder in
+each), so that runs sharing a store and a cache train each model and run each trial once.
+A URL folder writes every file as one whole object (atomic on object stores) and has no
+locks: concurrent runs on one URL are not locked against each other (a model or trial may
+be computed twice; every file stays whole, and a model's `meta.json` is written last).
 """
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
 import importlib
 import importlib.util
 import inspect
+import io
 import json
 import logging
 import os
@@ -140,8 +146,12 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _json(payload: Any) -> str:
+    return json.dumps(payload, indent=1, sort_keys=True, default=str)
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True, default=str))
+    write_text_atomic(path, _json(payload))
 
 
 def _lock(folder: Path, name: str) -> FileLock:
@@ -150,25 +160,170 @@ def _lock(folder: Path, name: str) -> FileLock:
     return FileLock(folder / f"{name}.lock")
 
 
+class NoLock:
+    """What a URL folder hands out for a lock: acquiring it never waits (see the module docstring)."""
+
+    def acquire(self, timeout: float | None = None, **_) -> "NoLock":
+        return self
+
+    def release(self, **_) -> None:
+        pass
+
+    def __enter__(self) -> "NoLock":
+        return self
+
+    def __exit__(self, *_) -> None:
+        pass
+
+
+def is_url(where: str | os.PathLike) -> bool:
+    """Whether `where` names a folder through fsspec (`s3://bucket/x`, `memory://x`) rather than a local path."""
+    text = str(where)
+    return "://" in text and not text.startswith("file://")
+
+
+def resolve(where: str | os.PathLike) -> str:
+    """`where` as every process of a run must read it: a URL as given; a local path (or a `file://` URL) made
+    absolute in this process, with `~` expanded (symbolic links are kept: other machines may mount them elsewhere)."""
+    text = str(where)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    return text if is_url(text) else os.path.abspath(os.path.expanduser(text))
+
+
+def cache_location(explicit: str | os.PathLike | None = None) -> str:
+    """The model cache a run uses: `--cache`, then $BENCH_CACHE, then ~/.cache/bench/models, resolved here."""
+    return resolve(explicit or os.environ.get("BENCH_CACHE") or DEFAULT_CACHE)
+
+
+class Storage:
+    """A folder given as a local path or an fsspec URL, with the few file operations the cache and the store use.
+
+    `path(*parts)` is a `Path` in a local folder and a URL string otherwise; the other methods take the same
+    parts. Local writes go through a temporary name and a rename; a URL gets each file as one whole object.
+    """
+
+    def __init__(self, where: str | os.PathLike):
+        where = str(where)
+        if where.startswith("file://"):
+            where = where[len("file://"):]
+        if is_url(where):
+            import fsspec
+
+            self.fs, _ = fsspec.core.url_to_fs(where)
+            self.root: Path | str = where.rstrip("/")
+        else:
+            self.fs, self.root = None, Path(where).expanduser()
+
+    @property
+    def local(self) -> bool:
+        return self.fs is None
+
+    def path(self, *parts: str) -> Path | str:
+        return self.root.joinpath(*parts) if self.local else "/".join([self.root, *parts])
+
+    def exists(self, *parts: str) -> bool:
+        return self.path(*parts).exists() if self.local else self.fs.exists(self.path(*parts))
+
+    def is_file(self, *parts: str) -> bool:
+        return self.path(*parts).is_file() if self.local else self.fs.isfile(self.path(*parts))
+
+    def is_dir(self, *parts: str) -> bool:
+        return self.path(*parts).is_dir() if self.local else self.fs.isdir(self.path(*parts))
+
+    def read_bytes(self, *parts: str) -> bytes:
+        return self.path(*parts).read_bytes() if self.local else self.fs.cat_file(self.path(*parts))
+
+    def read_text(self, *parts: str) -> str:
+        return self.read_bytes(*parts).decode()
+
+    def write_text(self, *parts: str, text: str) -> Path | str:
+        """Write a whole file: via a temporary name and a rename locally, as one object at a URL."""
+        path = self.path(*parts)
+        if self.local:
+            write_text_atomic(path, text)
+        else:
+            self.fs.pipe_file(path, text.encode())
+        return path
+
+    def remove(self, *parts: str) -> None:
+        """Delete a file if it is there."""
+        path = self.path(*parts)
+        if self.local:
+            path.unlink(missing_ok=True)
+        elif self.fs.exists(path):
+            self.fs.rm_file(path)
+
+    def glob(self, folder: str, pattern: str) -> list[Path | str]:
+        """The files in `folder` whose names match `pattern`, sorted."""
+        if self.local:
+            return sorted(self.path(folder).glob(pattern))
+        found = self.fs.glob(f"{self.path(folder)}/{pattern}")
+        return sorted(f"{self.path(folder)}/{name.rsplit('/', 1)[-1]}" for name in found)
+
+    def modified(self, *parts: str) -> datetime.datetime | None:
+        """When a file was last written (UTC), or None where the filesystem does not say."""
+        if self.local:
+            return datetime.datetime.fromtimestamp(self.path(*parts).stat().st_mtime, datetime.timezone.utc)
+        try:
+            stamp = self.fs.modified(self.path(*parts))
+        except (NotImplementedError, OSError):
+            return None
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.timezone.utc)
+
+    def lock(self, name: str) -> FileLock | NoLock:
+        """An inter-process lock in `.locks/` of a local folder; a URL folder has none (NoLock)."""
+        return _lock(self.root / ".locks", name) if self.local else NoLock()
+
+    def ensure_writable(self, what: str) -> None:
+        """Create the folder and prove a file can be written there, or say in one line which folder to fix."""
+        if self.local:
+            ensure_writable(self.root, what)
+            return
+        probe = f".write-check-{os.getpid()}-{id(self):x}"
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+            self.fs.pipe_file(self.path(probe), b"")
+            self.fs.rm_file(self.path(probe))
+        except Exception as err:  # noqa: BLE001 - each fsspec backend raises its own types (auth, network, ...)
+            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise BenchError(f"cannot write the {what} to {self.root} ({type(err).__name__}: {reason}); "
+                             "choose a writable folder or URL") from None
+
+
 class ModelCache:
-    """Trained shared models, one folder per (kind, key) holding `model.pt` and `meta.json`."""
+    """Trained shared models, one folder per (kind, key) holding `model.pt` and `meta.json`.
+
+    `root` is a local path or an fsspec URL (`Storage`); default $BENCH_CACHE, else ~/.cache/bench/models.
+    """
 
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root or os.environ.get("BENCH_CACHE") or DEFAULT_CACHE).expanduser()
+        self.storage = Storage(root or os.environ.get("BENCH_CACHE") or DEFAULT_CACHE)
+        self.root = self.storage.root
 
-    def folder(self, kind: str, key: str) -> Path:
-        return self.root / kind / key
+    def folder(self, kind: str, key: str) -> Path | str:
+        return self.storage.path(kind, key)
 
     def has(self, kind: str, key: str) -> bool:
-        return (self.folder(kind, key) / "meta.json").is_file()
+        return self.storage.is_file(kind, key, "meta.json")
 
-    def lock(self, kind: str, key: str) -> FileLock:
-        """Held around check-train-save of one model, so concurrent runs train it once."""
-        return _lock(self.root / ".locks", f"{kind}-{key}")
+    def lock(self, kind: str, key: str) -> FileLock | NoLock:
+        """Held around check-train-save of one model, so concurrent runs train it once (locally; see Storage)."""
+        return self.storage.lock(f"{kind}-{key}")
+
+    def saved_at(self, kind: str, key: str) -> datetime.datetime | None:
+        """When the model was saved (its meta.json written), or None where the storage does not say."""
+        return self.storage.modified(kind, key, "meta.json")
 
     def save(self, kind: str, key: str, state: dict, meta: dict) -> None:
         import torch
 
+        if not self.storage.local:  # whole objects, meta.json last: `has` is true only once the weights are there
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            self.storage.fs.pipe_file(self.storage.path(kind, key, "model.pt"), buffer.getvalue())
+            self.storage.write_text(kind, key, "meta.json", text=json.dumps(meta, indent=1, sort_keys=True, default=str))
+            return
         final = self.folder(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
@@ -179,9 +334,8 @@ class ModelCache:
         os.replace(staging, final)
 
     def meta(self, kind: str, key: str) -> dict:
-        path = self.folder(kind, key) / "meta.json"
         try:
-            return json.loads(path.read_text())
+            return json.loads(self.storage.read_text(kind, key, "meta.json"))
         except (OSError, ValueError) as err:
             raise self._corrupt(kind, key, err) from None
 
@@ -189,7 +343,9 @@ class ModelCache:
         import torch
 
         try:
-            return torch.load(self.folder(kind, key) / "model.pt", map_location="cpu", weights_only=True)
+            source = self.folder(kind, key) / "model.pt" if self.storage.local else io.BytesIO(
+                self.storage.read_bytes(kind, key, "model.pt"))
+            return torch.load(source, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a damaged file
             raise self._corrupt(kind, key, err) from None
 
@@ -244,47 +400,51 @@ class ResultStore:
     """
 
     def __init__(self, out: str | os.PathLike):
-        self.out = Path(out).expanduser()
-        self.trials = self.out / "trials"
-        self.failed = self.out / "failed"
+        self.storage = Storage(out)
+        self.out = self.storage.root
+        self.trials = self.storage.path("trials")
+        self.failed = self.storage.path("failed")
 
     def ensure_writable(self) -> None:
-        ensure_writable(self.trials, "results")
+        if self.storage.local:
+            ensure_writable(self.trials, "results")
+        else:
+            Storage(self.trials).ensure_writable("results")
 
-    def path(self, trial_id: str) -> Path:
-        return self.trials / f"{trial_id}.json"
+    def path(self, trial_id: str) -> Path | str:
+        return self.storage.path("trials", f"{trial_id}.json")
 
-    def failure_path(self, trial_id: str) -> Path:
-        return self.failed / f"{trial_id}.json"
+    def failure_path(self, trial_id: str) -> Path | str:
+        return self.storage.path("failed", f"{trial_id}.json")
 
     def has(self, trial_id: str) -> bool:
         """Whether the trial has a usable result; a damaged file does not count (the trial runs again)."""
         try:
-            return record_problem(json.loads(self.path(trial_id).read_text())) is None
+            return record_problem(json.loads(self.storage.read_text("trials", f"{trial_id}.json"))) is None
         except (OSError, ValueError):
             return False
 
-    def lock(self, trial_id: str) -> FileLock:
-        """Held while a trial runs, so concurrent runs on one store never run it twice at once."""
-        return _lock(self.out / ".locks", trial_id)
+    def lock(self, trial_id: str) -> FileLock | NoLock:
+        """Held while a trial runs, so concurrent runs on one store never run it twice at once (locally; see Storage)."""
+        return self.storage.lock(trial_id)
 
-    def write(self, record: dict) -> Path:
-        path = self.path(record["trial_id"])
-        write_json_atomic(path, record)
-        self.failure_path(record["trial_id"]).unlink(missing_ok=True)  # the trial has succeeded after all
+    def write(self, record: dict) -> Path | str:
+        path = self.storage.write_text("trials", f"{record['trial_id']}.json", text=_json(record))
+        self.storage.remove("failed", f"{record['trial_id']}.json")  # the trial has succeeded after all
         return path
 
-    def write_failure(self, record: dict) -> Path:
-        path = self.failure_path(record["trial_id"])
-        write_json_atomic(path, record)
-        return path
+    def write_failure(self, record: dict) -> Path | str:
+        return self.storage.write_text("failed", f"{record['trial_id']}.json", text=_json(record))
+
+    def _load(self, path: Path | str):
+        return json.loads(path.read_text() if isinstance(path, Path) else self.storage.fs.cat_file(path).decode())
 
     def failures(self) -> list[dict]:
         """The failed records (a failed record that cannot be read is skipped with a warning)."""
         failures = []
-        for path in sorted(self.failed.glob("*.json")):
+        for path in self.storage.glob("failed", "*.json"):
             try:
-                failures.append(json.loads(path.read_text()))
+                failures.append(self._load(path))
             except (OSError, ValueError) as err:
                 log.warning("skipping failed-trial file %s (%s); delete it", path, err)
         return failures
@@ -295,9 +455,9 @@ class ResultStore:
 
     def _read(self, complete: bool) -> list[tuple[Path, dict]]:
         found = []
-        for path in sorted(self.trials.glob("*.json")):
+        for path in self.storage.glob("trials", "*.json"):
             try:
-                record = json.loads(path.read_text())
+                record = self._load(path)
             except (OSError, ValueError) as err:
                 raise BenchError(f"result file {path} is unreadable ({err}); delete it and re-run that trial") from None
             problem = record_problem(record, complete)

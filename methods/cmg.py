@@ -188,7 +188,6 @@ class FineTune:
 RECIPES = RecipeTable("cmg", {
     "smoke": FineTune(1, 1e-4, 128),
     "demo": FineTune(10, 1e-4, 128),
-    "reference": FineTune(10, 1e-4, 128),
     "paper": FineTune(10, 1e-4, 128),
 })
 

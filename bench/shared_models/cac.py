@@ -46,13 +46,12 @@ class CACRecipe:
 # paper: the CMG paper's backbones with CAC's `openset_training` settings (`datasets/config.json`):
 # SGD momentum 0.9, batch 128; MNIST lr 0.01, weight decay 5e-6, 35 epochs; CIFAR-10 lr 0.01 for
 # 150 epochs, then lr 0.001 for 50 more, weight decay 5e-6 (CIFAR+10 uses 5e-4 and TinyImageNet
-# 1e-3 for 500 + 300 epochs: one colour entry here, CIFAR-10's). smoke, demo and reference: the
+# 1e-3 for 500 + 300 epochs: one colour entry here, CIFAR-10's). smoke and demo: the
 # classifier's stages, so the two networks differ only in their loss.
 _SGD = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-6)
 RECIPES = RecipeTable("cac", {
     ("gray28", "smoke"): CACRecipe(Stage("cnn4", 8, 4, 64, 2e-3)),
     ("gray28", "demo"): CACRecipe(Stage("cnn4", 16, 3, 128, 1e-3)),
-    ("gray28", "reference"): CACRecipe(Stage("cnn4", 16, 3, 128, 1e-3)),
     ("gray28", "paper"): CACRecipe(Stage("cnn9", None, 35, 128, 0.01, **_SGD)),
     ("colour", "smoke"): CACRecipe(Stage("cnn4", 8, 4, 64, 2e-3)),
     ("colour", "demo"): CACRecipe(Stage("cnn4", 32, 10, 128, 1e-3)),

@@ -16,7 +16,6 @@ from bench.training import TrainInputs
 RECIPES = RecipeTable("classifier", {
     ("gray28", "smoke"): Stage("cnn4", 8, 4, 64, 2e-3),
     ("gray28", "demo"): Stage("cnn4", 16, 3, 128, 1e-3),
-    ("gray28", "reference"): Stage("cnn4", 16, 3, 128, 1e-3),
     ("gray28", "paper"): Stage("cnn9", None, 100, 512, 1e-3),
     ("colour", "smoke"): Stage("cnn4", 8, 4, 64, 2e-3),
     ("colour", "demo"): Stage("cnn4", 32, 10, 128, 1e-3),

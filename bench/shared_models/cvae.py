@@ -8,7 +8,6 @@ from bench.training import TrainInputs, to_float
 RECIPES = RecipeTable("cvae", {
     ("gray28", "smoke"): Stage("conv", 8, 2, 64, 1e-3),
     ("gray28", "demo"): Stage("conv", 16, 2, 128, 1e-3),
-    ("gray28", "reference"): Stage("conv", 16, 2, 128, 1e-3),
     ("gray28", "paper"): Stage("conv", None, 100, 512, 1e-3),
     ("colour", "smoke"): Stage("conv", 8, 2, 64, 1e-3),
     ("colour", "demo"): Stage("conv", 32, 10, 128, 1e-3),
