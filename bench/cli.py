@@ -285,6 +285,15 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def _result_filters(parser: argparse.ArgumentParser) -> None:
+    """Which stored results a report reads: the folder, and a protocol, scale and recipe within it."""
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--protocol")
+    parser.add_argument("--scale")
+    parser.add_argument("--recipe", action="append", metavar="OVERRIDES",
+                        help="results of the recipe with these overrides (default: the scale's own recipe)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Benchmark OOD detection methods.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
@@ -356,11 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--spread", default="partitions",
                        help="what ± is over: partitions (default; the per-partition mean over seeds) or cells "
                        "(every partition x seed)")
-    table.add_argument("--protocol")
-    table.add_argument("--scale")
-    table.add_argument("--recipe", action="append", metavar="OVERRIDES",
-                       help="results of the recipe with these overrides (default: the scale's own recipe)")
-    table.add_argument("--out", default=DEFAULT_OUT)
+    _result_filters(table)
     table.set_defaults(handler=cmd_table)
 
     comparer = sub.add_parser("compare", help="paired difference of two methods over the cells both have, "
@@ -372,19 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     comparer.add_argument("--confidence", type=float, default=0.95)
     comparer.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     comparer.add_argument("--seed", type=_seed, default=0, help="seed of the bootstrap")
-    comparer.add_argument("--protocol")
-    comparer.add_argument("--scale")
-    comparer.add_argument("--recipe", action="append", metavar="OVERRIDES",
-                          help="results of the recipe with these overrides (default: the scale's own recipe)")
-    comparer.add_argument("--out", default=DEFAULT_OUT)
+    _result_filters(comparer)
     comparer.set_defaults(handler=cmd_compare)
 
     board = sub.add_parser("leaderboard", help="markdown leaderboard ranked by mean AUROC")
-    board.add_argument("--out", default=DEFAULT_OUT)
-    board.add_argument("--protocol")
-    board.add_argument("--scale")
-    board.add_argument("--recipe", action="append", metavar="OVERRIDES",
-                       help="results of the recipe with these overrides (default: the scale's own recipe)")
+    _result_filters(board)
     board.add_argument("--output", help="also write the markdown to this file")
     board.set_defaults(handler=cmd_leaderboard)
     return parser

@@ -34,14 +34,13 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from bench.protocol import DataRef
-from bench.store import ModelCache, code_hash, content_key
+from bench.store import ModelCache, code_hash, content_key, write_atomic
 from bench.training import to_float
 
 log = logging.getLogger(__name__)
@@ -169,14 +168,4 @@ class FeatureCache:
             torch.save(saved, buffer)
             storage.fs.pipe_file(path, buffer.getvalue())
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(saved, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda handle: torch.save(saved, handle), "wb")

@@ -131,19 +131,23 @@ def ensure_writable(folder: Path, what: str) -> Path:
     return folder
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so readers never see half a file."""
+def write_atomic(path: Path, write: Callable[[Any], Any], mode: str = "w") -> None:
+    """Write via a temporary file and a rename, so readers never see half a file; `write(handle)` fills it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda handle: handle.write(text))
 
 
 def _json(payload: Any) -> str:
