@@ -51,3 +51,19 @@ def smoke_test_images(smoke_task):
     id_test = load_ref(smoke_task.id_test, settings, 300, 0)
     ood_test = load_ref(smoke_task.ood_tests["unknown_classes"], settings, 300, 0)
     return id_test.images.float() / 255, id_test.labels, ood_test.images.float() / 255
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """Run the CLI on `argv`, expect exit status 2 and one `bench: error:` line without a traceback; return it."""
+    from bench.cli import main
+
+    def run(argv) -> str:
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bench: error: "), captured.err
+        assert "Traceback" not in captured.err
+        return lines[0]
+
+    return run

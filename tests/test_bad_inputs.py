@@ -18,15 +18,6 @@ EVALUATE = ["evaluate", "--checkpoint", "missing.pt", "--arch", "cnn4", "--proto
             "--dataset", "fashion_mnist", "--partition", "0-5"]
 
 
-def _one_line_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bench: error: "), captured.err
-    assert "Traceback" not in captured.err
-    return lines[0]
-
-
 @pytest.fixture
 def no_data_loading(monkeypatch):
     """Fails the test if a run gets as far as planning trials (the step before data and training)."""
@@ -76,8 +67,8 @@ def no_data_loading(monkeypatch):
     ("csi+cmg_e,cmg_e[net=csi]", "names csi+cmg_e more than once"),
     ("energy,cmg_e[sigma=2],cmg_e[sigma=2]", "names cmg_e[sigma=2] more than once"),
 ])
-def test_bad_method_option_stops_the_run_before_it_starts(capsys, no_data_loading, methods, expected):
-    line = _one_line_error(capsys, ["run", "--methods", methods, *RUN])
+def test_bad_method_option_stops_the_run_before_it_starts(one_line_error, no_data_loading, methods, expected):
+    line = one_line_error(["run", "--methods", methods, *RUN])
     assert expected in line
 
 
@@ -96,8 +87,8 @@ def test_bad_method_option_stops_the_run_before_it_starts(capsys, no_data_loadin
     ([*EVALUATE, "--methods", "react[percentile=-1]"], "percentile must be a number in (0, 100]"),
     (["compare", "cmg_e", "energy", "--seed", "99999999999999999999"], "argument --seed: a seed must be"),
 ])
-def test_bad_flag_is_one_line(capsys, no_data_loading, argv, expected):
-    assert expected in _one_line_error(capsys, argv)
+def test_bad_flag_is_one_line(one_line_error, no_data_loading, argv, expected):
+    assert expected in one_line_error(argv)
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -107,9 +98,9 @@ def test_bad_flag_is_one_line(capsys, no_data_loading, argv, expected):
     (["table", "1", "--spread", "seeds"], "unknown spread 'seeds'"),
     (["compare", "cmg_e", "energy", "--metric", "nosuch"], "unknown metric 'nosuch'"),
 ])
-def test_a_bad_metric_is_named_even_without_results(capsys, tmp_path, argv, expected):
+def test_a_bad_metric_is_named_even_without_results(one_line_error, tmp_path, argv, expected):
     """The metric is checked before the store: an empty store must not hide the bad metric behind 'no results'."""
-    assert expected in _one_line_error(capsys, [*argv, "--out", str(tmp_path / "empty")])
+    assert expected in one_line_error([*argv, "--out", str(tmp_path / "empty")])
 
 
 def _with_output(command: str, store, output) -> list[str]:
@@ -118,25 +109,25 @@ def _with_output(command: str, store, output) -> list[str]:
 
 
 @pytest.mark.parametrize("command", ["leaderboard", "evaluate"])
-def test_output_naming_a_folder(capsys, tmp_path, command):
-    line = _one_line_error(capsys, _with_output(command, tmp_path, tmp_path))
+def test_output_naming_a_folder(one_line_error, tmp_path, command):
+    line = one_line_error(_with_output(command, tmp_path, tmp_path))
     assert f"--output {tmp_path} is a folder; name a file in it" in line
 
 
 @pytest.mark.parametrize("command", ["leaderboard", "evaluate"])
-def test_output_under_a_file(capsys, tmp_path, command):
+def test_output_under_a_file(one_line_error, tmp_path, command):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    line = _one_line_error(capsys, _with_output(command, tmp_path, blocker / "out.md"))
+    line = one_line_error(_with_output(command, tmp_path, blocker / "out.md"))
     assert "cannot write --output" in line and f"{blocker} is a file" in line
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
-def test_output_in_a_read_only_folder(capsys, tmp_path):
+def test_output_in_a_read_only_folder(one_line_error, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    line = _one_line_error(capsys, ["leaderboard", "--out", str(tmp_path), "--output", str(locked / "board.md")])
+    line = one_line_error(["leaderboard", "--out", str(tmp_path), "--output", str(locked / "board.md")])
     assert "cannot write the --output file" in line
 
 

@@ -23,15 +23,6 @@ def finished_run(tmp_path_factory):
     return out, cache
 
 
-def _error(capsys, argv) -> str:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bench: error: "), captured.err
-    assert "Traceback" not in captured.err
-    return lines[0]
-
-
 def test_run_prints_table1(finished_run, capsys):
     out, cache = finished_run
     assert main(["run", "--methods", "softmax,cmg_e", *SMOKE, "--out", str(out), "--cache", str(cache)]) == 0
@@ -63,8 +54,8 @@ def test_list_commands(capsys):
     assert "fashion_mnist" in capsys.readouterr().out
 
 
-def test_an_unknown_method_is_reported_with_the_implemented_ones(capsys):
-    line = _error(capsys, ["run", "--methods", "cmg_e,moodcats", "--protocol", "setting1"])
+def test_an_unknown_method_is_reported_with_the_implemented_ones(one_line_error):
+    line = one_line_error(["run", "--methods", "cmg_e,moodcats", "--protocol", "setting1"])
     assert "'moodcats' is not implemented" in line and "Did you mean" in line and "moodcat" in line
     assert "softmax" in line
 
@@ -82,34 +73,34 @@ def test_an_unknown_method_is_reported_with_the_implemented_ones(capsys):
     (["run", "--methods", "softmax", *SMOKE[:-2], "--executor", "slurm"], "unknown executor 'slurm'"),
     (["run", "--methods", "softmax", *SMOKE, "--cpus-per-trial", "64"], "does not fit this machine"),
 ])
-def test_bad_input_is_one_line(capsys, argv, expected):
-    assert expected in _error(capsys, argv)
+def test_bad_input_is_one_line(one_line_error, argv, expected):
+    assert expected in one_line_error(argv)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
-def test_gpu_fraction_without_a_gpu(capsys):
-    assert "none is visible" in _error(capsys, ["run", "--methods", "softmax", *SMOKE, "--gpus-per-trial", "0.25"])
+def test_gpu_fraction_without_a_gpu(one_line_error):
+    assert "none is visible" in one_line_error(["run", "--methods", "softmax", *SMOKE, "--gpus-per-trial", "0.25"])
 
 
-def test_missing_dataset_names_the_folder(capsys, tmp_path):
-    line = _error(capsys, ["run", "--methods", "softmax", "--protocol", "setting1", "--datasets", "mnist",
+def test_missing_dataset_names_the_folder(one_line_error, tmp_path):
+    line = one_line_error(["run", "--methods", "softmax", "--protocol", "setting1", "--datasets", "mnist",
                            "--data-root", str(tmp_path), "--out", str(tmp_path / "out"), "--executor", "local"])
     assert str(tmp_path / "MNIST" / "raw") in line
 
 
-def test_unwritable_output_folder(capsys, tmp_path):
+def test_unwritable_output_folder(one_line_error, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    line = _error(capsys, ["run", "--methods", "softmax", *SMOKE, "--out", str(blocker / "out")])
+    line = one_line_error(["run", "--methods", "softmax", *SMOKE, "--out", str(blocker / "out")])
     assert "cannot write the results" in line and str(blocker / "out") in line
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
-def test_read_only_output_folder(capsys, tmp_path):
+def test_read_only_output_folder(one_line_error, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    line = _error(capsys, ["run", "--methods", "softmax", *SMOKE, "--out", str(locked / "out")])
+    line = one_line_error(["run", "--methods", "softmax", *SMOKE, "--out", str(locked / "out")])
     assert "cannot write the results" in line
 
 
@@ -127,8 +118,8 @@ def test_corrupt_cache_entry(finished_run, capsys, tmp_path):
     assert "Traceback" not in captured.err
 
 
-def test_empty_store_says_how_to_fill_it(capsys, tmp_path):
-    assert "no results found" in _error(capsys, ["table", "1", "--out", str(tmp_path)])
+def test_empty_store_says_how_to_fill_it(one_line_error, tmp_path):
+    assert "no results found" in one_line_error(["table", "1", "--out", str(tmp_path)])
 
 
 def test_python_dash_m_entry_point_and_exit_status(tmp_path):
