@@ -1,4 +1,4 @@
-"""The `bench` command: run, evaluate, list, data, table, leaderboard.
+"""The `bench` command: run, sweep, evaluate, samples, list, data, table, compare, leaderboard.
 
 Every user-fixable problem is a BenchError, printed as one line with exit status 2.
 """
@@ -86,7 +86,7 @@ def cmd_run(args) -> int:
     from bench import provenance
     from bench.method import parse_methods
     from bench.reports import for_recipe, table1
-    from bench.runner import Settings, run
+    from bench.runner import Settings, protocol_tasks, run
     from bench.store import ResultStore
 
     methods = parse_methods(args.methods)
@@ -103,13 +103,16 @@ def cmd_run(args) -> int:
     summary = run(
         args.protocol, methods, datasets=args.datasets, partitions=args.partitions, seeds=args.seeds,
         scale=args.scale, overrides=overrides, executor=args.executor, address=args.address, force=args.force,
-        skip_missing=args.skip_missing, settings=settings,
+        skip_missing=args.skip_missing, settings=settings, aux=args.aux,
     )
     failed = summary.pop("failed", [])
     logging.getLogger("bench").info("done: %s", {**summary, "failed": len(failed)} if failed else summary)
     frame = for_recipe(ResultStore(settings.out).frame(), overrides)
     if not frame.empty:
-        frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)]
+        offered = {task.extra_train.dataset for task in protocol_tasks(args.protocol, args.datasets, args.partitions,
+                                                                        args.aux) if task.extra_train}
+        frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)
+                      & (frame["aux"].isna() | frame["aux"].isin(offered))]  # this run's auxiliary set, not others
     if args.datasets and not frame.empty:
         frame = frame[frame["dataset"].isin(args.datasets)]
     if not frame.empty or not failed:  # every trial failed: the failures below are the whole story
@@ -125,6 +128,57 @@ def cmd_run(args) -> int:
         message = " ".join(error["message"].split())
         print(f"  {record['name']}  {error['type']}: {message[:500]}", file=sys.stderr)
     return 1
+
+
+def cmd_sweep(args) -> int:
+    from bench import provenance
+    from bench.method import parse_methods
+    from bench.reports import for_recipe, table1
+    from bench.runner import Settings
+    from bench.store import ResultStore
+    from bench.sweep import parse_space, sweep
+
+    methods = parse_methods(args.method)
+    if len(methods) != 1:
+        raise BenchError(f"--method takes one method to tune (got {len(methods)}: {args.method}); sweep them one by one")
+    space = parse_space(methods[0], args.grid, args.random, args.samples)
+    overrides = _overrides(args)
+    settings = Settings(out=args.out, cache=args.cache, data_root=args.data_root, cpus_per_trial=args.cpus_per_trial,
+                        gpus_per_trial=args.gpus_per_trial, provenance=provenance.driver(sys.argv))
+    summary = sweep(args.protocol, methods[0], space, objective=args.objective, datasets=args.datasets,
+                    partitions=args.partitions, seeds=args.seeds, scale=args.scale, overrides=overrides,
+                    address=args.address, search_seed=args.search_seed, settings=settings)
+    print(f"sweep {summary['sweep_id']}: {summary['method']}, {space.size()} configurations per cell, chosen by "
+          f"validation {summary['objective']} ({summary['mode']}); every candidate: {summary['search']}.json")
+    for cell in summary["cells"]:
+        if cell["chosen"]:
+            print(f"  {cell['task']}/seed{cell['seed']}: {cell['chosen']}  (validation {summary['objective']} "
+                  f"{cell['validation'][summary['objective']]:.4f}, {len(cell['candidates'])} candidates)")
+        else:
+            print(f"  {cell['task']}/seed{cell['seed']}: every candidate failed ({cell['candidates'][0]['error']})")
+    labels = list(dict.fromkeys(cell["chosen"] for cell in summary["cells"] if cell["chosen"]))
+    frame = for_recipe(ResultStore(settings.resolved().out).frame(), overrides)
+    if not frame.empty:
+        frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)]
+    if labels:
+        print("test results of the chosen configurations:")
+        print(table1(frame, methods=labels, where=args.out))
+    failed = [cell for cell in summary["cells"] if not cell["chosen"]] or summary.get("test_failed")
+    return 1 if failed else 0
+
+
+def cmd_samples(args) -> int:
+    from bench.evaluation import single_task
+    from bench.runner import Settings
+    from bench.samples import draw, save_grid
+
+    output = _output_file(args.output)
+    task = single_task(args.protocol, args.dataset, args.partition)
+    settings = Settings(out="unused", cache=args.cache, data_root=args.data_root, gpus_per_trial=0).resolved()
+    images = draw(args.model, task, args.scale, _overrides(args), args.seed, args.count, settings, args.sample_seed)
+    save_grid(images, output)
+    print(f"{len(images)} images from {args.model} ({task.name}, seed {args.seed}, {args.scale}) -> {output}")
+    return 0
 
 
 def cmd_data(args) -> int:
@@ -233,6 +287,8 @@ def _frame(args, per_ood_set: bool = False):
     from bench.store import ResultStore
 
     frame = for_recipe(ResultStore(args.out).frame(per_ood_set=per_ood_set), _overrides(args))
+    if getattr(args, "aux", None) and not frame.empty:  # trials that trained on no auxiliary set stay
+        frame = frame[frame["aux"].isna() | (frame["aux"] == args.aux)]
     for column in ("protocol", "scale"):
         wanted = getattr(args, column, None)
         if wanted and not frame.empty:
@@ -241,7 +297,7 @@ def _frame(args, per_ood_set: bool = False):
 
 
 def cmd_table(args) -> int:
-    from bench.reports import cost_table, table1, table2, table3, table_ood
+    from bench.reports import cost_table, table1, table2, table3, table_moodcat, table_ood
 
     frame = _frame(args)
     methods = _csv(args.methods) if args.methods else None
@@ -251,6 +307,7 @@ def cmd_table(args) -> int:
         "3": lambda: table3(frame, methods, args.out),
         "cost": lambda: cost_table(frame, methods, args.out),
         "ood": lambda: table_ood(_frame(args, per_ood_set=True), args.metric, methods, args.out, args.spread),
+        "moodcat": lambda: table_moodcat(_frame(args, per_ood_set=True), methods, args.out),
     }
     if args.number not in builders:
         raise BenchError(f"table {args.number} is not available; choose one of {', '.join(builders)}")
@@ -292,6 +349,7 @@ def _result_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale")
     parser.add_argument("--recipe", action="append", metavar="OVERRIDES",
                         help="results of the recipe with these overrides (default: the scale's own recipe)")
+    parser.add_argument("--aux", help="results of methods trained on this auxiliary set (others are kept)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,9 +381,54 @@ def build_parser() -> argparse.ArgumentParser:
                      help="GPU fraction per job, e.g. 0.25 packs 4 per GPU (default: 1 with a GPU, else 0)")
     run.add_argument("--force", action="store_true", help="redo trials that already have results")
     run.add_argument("--retrain", action="store_true", help="retrain shared models even when cached")
+    run.add_argument("--aux", help="auxiliary outlier set for methods that train on one (OE, MCD, UDG), instead of the "
+                     "protocol's (`bench list protocols`): a dataset name, or none")
     run.add_argument("--skip-missing", action="store_true",
                      help="leave out OOD sets whose data is missing (listed in the results) instead of failing")
     run.set_defaults(handler=cmd_run)
+
+    sweeper = sub.add_parser("sweep", help="tune a method's options on validation data (Ray Tune), then run the "
+                             "best configuration once on the test sets")
+    sweeper.add_argument("--method", required=True, help="one method, with any options it keeps fixed, e.g. odin or "
+                         "knn[net=cac]")
+    sweeper.add_argument("--grid", help="option=values, ';' between options, e.g. \"temperature=1,10,100;epsilon=0,0.0014\"")
+    sweeper.add_argument("--random", help="option=distribution, ';' between options: uniform(a,b), loguniform(a,b), "
+                         "randint(a,b), choice(x,y,...), e.g. \"k=randint(1,200)\"")
+    sweeper.add_argument("--samples", type=_positive_int, help="random draws (crossed with --grid; default 1)")
+    sweeper.add_argument("--objective", default="auroc",
+                         help="validation metric to choose by: auroc (default), aupr_in, aupr_out, fpr95, fpr95_oodpos")
+    sweeper.add_argument("--search-seed", type=_seed, default=0, help="seed of the random draws (default 0)")
+    sweeper.add_argument("--protocol", required=True)
+    sweeper.add_argument("--datasets", type=_csv, help="comma list (default: all of the protocol's)")
+    sweeper.add_argument("--partitions", type=_csv, help="comma list (default: all)")
+    sweeper.add_argument("--seeds", type=_seeds, default=[0], help="comma list (default: 0); each (partition, seed) "
+                         "gets its own choice")
+    sweeper.add_argument("--scale", default="demo", help="smoke | demo | paper (default: demo)")
+    sweeper.add_argument("--recipe", action="append", metavar="OVERRIDES", help=RECIPE_HELP)
+    sweeper.add_argument("--out", default=DEFAULT_OUT, help=f"result folder (default: {DEFAULT_OUT}); the search is "
+                         "kept under <out>/sweeps/")
+    sweeper.add_argument("--cache", help="model cache folder (default: $BENCH_CACHE or ~/.cache/bench/models)")
+    sweeper.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
+    sweeper.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    sweeper.add_argument("--cpus-per-trial", type=float, help="CPU threads per candidate (default 1)")
+    sweeper.add_argument("--gpus-per-trial", type=float, help="GPU fraction per candidate, e.g. 0.25")
+    sweeper.set_defaults(handler=cmd_sweep)
+
+    sampler = sub.add_parser("samples", help="save a PNG grid of the images a trained generative model makes")
+    sampler.add_argument("--model", required=True, help="a shared model that generates images (`bench list models`), "
+                         "e.g. ccc or osrci")
+    sampler.add_argument("--protocol", required=True)
+    sampler.add_argument("--dataset", help="the dataset it was trained on (needed when the protocol has several)")
+    sampler.add_argument("--partition", help="the partition it was trained on, e.g. 0-5")
+    sampler.add_argument("--seed", type=_seed, default=0, help="the trial seed it was trained with (default 0)")
+    sampler.add_argument("--scale", default="demo", help="the scale it was trained at (default: demo)")
+    sampler.add_argument("--recipe", action="append", metavar="OVERRIDES", help="the overrides it was trained with")
+    sampler.add_argument("--count", type=_positive_int, default=64, help="images in the grid (default 64)")
+    sampler.add_argument("--sample-seed", type=_seed, default=0, help="seed of the draw (default 0)")
+    sampler.add_argument("--output", required=True, help="PNG file to write")
+    sampler.add_argument("--cache", help="model cache (default: $BENCH_CACHE or ~/.cache/bench/models)")
+    sampler.add_argument("--data-root", help="dataset folder (default: $BENCH_DATA or ~/.cache/bench/data)")
+    sampler.set_defaults(handler=cmd_samples)
 
     evaluator = sub.add_parser("evaluate", help="score post-hoc methods on your own trained classifier")
     evaluator.add_argument("--checkpoint", required=True, help="state dict saved with torch.save(model.state_dict())")
@@ -359,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="print a paper table from stored results")
     table.add_argument("number", help="1 (AUROC etc. per dataset and method), 2 (each network's own method "
                        "against <network>+cmg_e), 3 (execution time), cost (a method's own seconds against its shared "
-                       "models') or ood (one row per OOD set)")
+                       "models'), ood (one row per OOD set) or moodcat (MOODCAT's layout: FPR@95, AUROC, AUPR-In/Out per OOD set "
+                       "and method, their mean ± std over the sets, ID accuracy)")
     table.add_argument("--metric", default="auroc", help="for table 1: auroc, fpr95, fpr95_oodpos, aupr_in, aupr_out, accuracy")
     table.add_argument("--methods", help="comma list: column order and filter (table 2: the base networks)")
     table.add_argument("--spread", default="partitions",

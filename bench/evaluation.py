@@ -57,7 +57,7 @@ def evaluate(model: nn.Module, protocol: str, methods: Sequence[str] | str | Non
     """
     import pandas as pd
 
-    from bench.runner import Settings, check_data, load_ref, score_task, seed_everything
+    from bench.runner import Settings, check_data, load_ref, load_validation, score_task, seed_everything
 
     for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
         if limit is not None and not (isinstance(limit, int) and limit >= 1):
@@ -80,7 +80,8 @@ def evaluate(model: nn.Module, protocol: str, methods: Sequence[str] | str | Non
         generator = seed_everything(seed)
         method = spec.build()
         start = time.perf_counter()
-        method.fit(FitContext(task, train, {"classifier": classifier}, None, seed, device, generator))
+        method.fit(FitContext(task, train, {"classifier": classifier}, None, seed, device, generator,
+                              validation=load_validation(task, settings, test_limit, seed)))
         fit_seconds = time.perf_counter() - start
         scores = score_task(method, task, settings, test_limit, seed)
         log.info("%s on %s: AUROC %.4f", spec.label, task.name, scores.metrics["auroc"])

@@ -60,6 +60,9 @@ class FitContext:
     # The trained networks' outputs per data split, computed once for all methods (None: run the network each time).
     # `train` must then be `task.id_train` subset by `recipe.train_limit` and `seed`, as the runner loads it.
     features: FeatureCache | None = field(repr=False, default=None)
+    # The task's ID validation images (`Task.id_val`, held out from `train`), for calibrating on data no model
+    # trained on; None when the task has no validation split.
+    validation: ImageSet | None = field(repr=False, default=None)
 
     def train_images(self) -> torch.Tensor:
         """ID training images as float in [0, 1], on the device."""
@@ -307,7 +310,7 @@ class MethodSpec:
 _ITEM = re.compile(r"\s*(?:([A-Za-z0-9_]+)\s*\+\s*)?([A-Za-z0-9_]+)\s*(?:\[(.*?)\])?\s*(?:,|$)")
 
 
-def _value(text: str) -> Any:
+def literal_value(text: str) -> Any:
     """A Python literal (3, 0.5, False, None, (20,80)) as itself; anything else as text."""
     try:
         return ast.literal_eval(text)
@@ -315,7 +318,7 @@ def _value(text: str) -> Any:
         return text
 
 
-def _options(text: str) -> list[str]:
+def split_options(text: str) -> list[str]:
     """`a=1,b=(20,80)` -> ['a=1', 'b=(20,80)']: split at the commas outside parentheses."""
     parts, depth, start = [], 0, 0
     for position, char in enumerate(text):
@@ -341,11 +344,11 @@ def parse_methods(text: str) -> list[MethodSpec]:
                              "write e.g. cmg_e[sigma=3],energy[net=cac],csi+cmg_e")
         network, name, args = match.groups()
         overrides = [("net", network)] if network else []
-        for pair in _options(args or ""):
+        for pair in split_options(args or ""):
             key, sep, value = pair.partition("=")
             if not sep:
                 raise BenchError(f"method option {pair!r} needs the form key=value")
-            overrides.append((key.strip(), _value(value.strip())))
+            overrides.append((key.strip(), literal_value(value.strip())))
         keys = [key for key, _ in overrides]
         if len(set(keys)) < len(keys):
             raise BenchError(f"method {name!r} is given the same option twice ({', '.join(sorted(keys))}); "

@@ -41,6 +41,12 @@ def _require(frame: pd.DataFrame, where: str) -> pd.DataFrame:
         if mixed:
             raise BenchError(f"results in {where} mix different data definitions of {', '.join(mixed)} (another class "
                              "split or other OOD sets); keep each definition in its own --out folder")
+    if "aux" in frame:
+        sets = frame.dropna(subset=["aux"]).groupby(["protocol", "dataset", "method"])["aux"].unique()
+        mixed = [f"{method} ({', '.join(values)})" for (_, _, method), values in sets.items() if len(values) > 1]
+        if mixed:
+            raise BenchError(f"results in {where} hold {', '.join(mixed)} trained on different auxiliary sets; "
+                             "choose one with --aux")
     return frame
 
 
@@ -132,6 +138,47 @@ def table_ood(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | N
         rows.append(row)
     title = f"{metric.upper()} (%) per OOD set — {_note(frame, spread)}; an empty cell: that set was not run (or was skipped)."
     return title + "\n\n" + tabulate(rows, headers=["dataset", "OOD set", *order], tablefmt="github", disable_numparse=True)
+
+
+MOODCAT_COLUMNS = (("fpr95", "FPR@95↓"), ("auroc", "AUROC↑"), ("aupr_in", "AUPR-In↑"), ("aupr_out", "AUPR-Out↑"))
+
+
+def table_moodcat(frame: pd.DataFrame, methods: list[str] | None = None, where: str = "") -> str:
+    """MOODCAT's layout (its Tables 1-2, 7-8): per ID dataset, one row per OOD set with FPR@95, AUROC, AUPR-In and
+    AUPR-Out for each method (a column group each), then their mean ± std over the OOD sets and the ID accuracy.
+
+    Each value is first averaged over partitions and seeds; needs a per-OOD-set frame."""
+    frame = _require(frame, where)
+    order = _method_order(frame, methods)
+    metrics = [metric for metric, _ in MOODCAT_COLUMNS]
+    per_set = frame.groupby(["protocol", "dataset", "ood_set", "method"], sort=False)[metrics].mean()
+    accuracy = frame.groupby(["protocol", "dataset", "method"])["accuracy"].mean()
+    headers = ["dataset", "OOD set"] + [f"{method} {label}" for method in order for _, label in MOODCAT_COLUMNS]
+    blocks = []
+    for (protocol, dataset), group in frame.groupby(["protocol", "dataset"], sort=False):
+        rows = []
+        sets = list(dict.fromkeys(group["ood_set"]))
+        for ood_set in sets:
+            row = [f"{dataset} ({protocol})", ood_set]
+            for method in order:
+                key = (protocol, dataset, ood_set, method)
+                row += [f"{per_set.loc[key, m] * 100:.2f}" if key in per_set.index else "" for m in metrics]
+            rows.append(row)
+        mean_row, accuracy_row = [f"{dataset} ({protocol})", "mean ± std"], [f"{dataset} ({protocol})", "ID accuracy"]
+        for method in order:
+            values = [per_set.loc[(protocol, dataset, s, method)] for s in sets if (protocol, dataset, s, method)
+                      in per_set.index]
+            for metric in metrics:
+                series = pd.Series([value[metric] for value in values], dtype=float)
+                mean_row.append(_cell(series, 100, 2) if len(series) else "")
+            key = (protocol, dataset, method)
+            accuracy_row += [f"{accuracy[key] * 100:.2f}" if key in accuracy.index else ""] + [""] * (len(metrics) - 1)
+        rows += [mean_row, accuracy_row]
+        blocks.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    counts = _note(frame, "cells").split("(")[-1].rstrip(")")
+    title = (f"MOODCAT's layout, in %: each value the mean over {counts}; mean ± std is over the OOD sets (sample "
+             "std, ddof=1).")
+    return title + "\n\n" + "\n\n".join(blocks)
 
 
 def _fine_tuned_pairs(methods) -> dict[str, list[str]]:

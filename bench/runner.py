@@ -42,8 +42,8 @@ from bench.errors import BenchError
 from bench.method import FitContext, MethodSpec
 from bench.protocol import PROTOCOLS, DataRef, Task
 from bench.recipes import Override, Recipe, describe_part, recipe_for
-from bench.shared import SHARED_MODELS
-from bench.scoring import load_ref, score_task
+from bench.shared import SHARED_MODELS, uses_aux
+from bench.scoring import load_ref, load_validation, score_task
 from bench.training import TrainInputs
 from bench.store import PROJECT_PACKAGES, ModelCache, ResultStore, cache_location, code_hash, content_key, is_url, resolve
 
@@ -112,7 +112,7 @@ class Trial:
         method = self.method.build()
         return content_key({
             "task": self.task.name,
-            "data": [ref.describe() for ref in self.task.data_refs()],
+            "data": [ref.describe() for ref in self.task.data_refs(aux=uses_aux(kind for kind, _ in self.models))],
             "seed": self.seed,
             "method": self.method.label,
             "code": code_hash(*method.code(), "bench.scoring"),
@@ -141,6 +141,17 @@ def _model_closure(kinds) -> list[str]:
     return closure
 
 
+def model_job_for(kind: str, task: Task, recipe: Recipe, seed: int, jobs: dict) -> tuple[str, str]:
+    """(kind, key) of the shared model of `kind` for a task, recipe and seed; its job and those of the models it is
+    built from are added to `jobs` (in dependency order), each with only the overrides that reach its parts."""
+    spec = SHARED_MODELS.get(kind)
+    recipe, _ = recipe.narrowed(*(SHARED_MODELS.get(k).recipe_part for k in _model_closure([kind])))
+    deps = tuple(model_job_for(dep, task, recipe, seed, jobs) for dep in spec.requires)
+    key = spec.key(task, recipe, seed, dict(deps))
+    jobs.setdefault((kind, key), ModelJob(kind, key, task, recipe, seed, deps))
+    return kind, key
+
+
 def plan(tasks: list[Task], methods: list[MethodSpec], seeds: list[int], scale: str,
          overrides: tuple[Override, ...] = ()) -> tuple[list[Trial], dict]:
     """Trials plus the shared-model jobs they need, keyed by (kind, key), in dependency order.
@@ -148,25 +159,19 @@ def plan(tasks: list[Task], methods: list[MethodSpec], seeds: list[int], scale: 
     Each trial and model carries only the recipe overrides that reach its own recipe parts.
     """
     jobs: dict[tuple[str, str], ModelJob] = {}
-
-    def job_for(kind: str, task: Task, recipe: Recipe, seed: int) -> tuple[str, str]:
-        spec = SHARED_MODELS.get(kind)
-        recipe, _ = recipe.narrowed(*(SHARED_MODELS.get(k).recipe_part for k in _model_closure([kind])))
-        deps = tuple(job_for(dep, task, recipe, seed) for dep in spec.requires)
-        key = spec.key(task, recipe, seed, dict(deps))
-        jobs.setdefault((kind, key), ModelJob(kind, key, task, recipe, seed, deps))
-        return kind, key
-
     trials = []
     for task in tasks:
         full = task_recipe(task, scale, overrides)
         full.check()
         for method in methods:
             kinds = method.requires()
+            if task.extra_train is None and uses_aux(kinds):
+                raise BenchError(f"{method.label} trains on auxiliary outlier data and protocol {task.protocol} names "
+                                 "none for its tasks; give one with --aux NAME (e.g. --aux natural_patches)")
             parts = (method.build().recipe_part, *(SHARED_MODELS.get(k).recipe_part for k in _model_closure(kinds)))
             recipe, tables = full.narrowed(*parts)
             for seed in seeds:
-                models = tuple(job_for(kind, task, recipe, seed) for kind in kinds)
+                models = tuple(model_job_for(kind, task, recipe, seed, jobs) for kind in kinds)
                 trials.append(Trial(task, seed, method, recipe, models, tuple(tables)))
     return trials, jobs
 
@@ -223,11 +228,12 @@ def _train(job: ModelJob, settings: Settings, cache: ModelCache) -> dict:
     spec = SHARED_MODELS.get(job.kind)
     train = load_ref(job.task.id_train, settings, job.recipe.train_limit, job.seed)
     dependencies = {kind: build_cached(kind, key, job.task, job.recipe, settings) for kind, key in job.dependencies}
+    extra = load_ref(job.task.extra_train, settings, job.recipe.train_limit, job.seed) if spec.aux else None
     log.info("training %s for %s (seed %d, %d images) on %s", job.kind, job.task.name, job.seed, len(train), device)
     start = time.perf_counter()
     model = spec.build(job.task, job.recipe).to(device)
     model = spec.train(model, TrainInputs(job.task, train, job.recipe, device, generator, dependencies, job.seed,
-                                          settings.data_root))
+                                          settings.data_root, extra))
     seconds = time.perf_counter() - start
     meta = {
         "kind": job.kind, "key": job.key, "task": job.task.name, "seed": job.seed,
@@ -294,7 +300,8 @@ def run_trial(trial: Trial, settings: Settings, trial_id: str) -> dict:
 
     start = time.perf_counter()
     method.fit(FitContext(task, train, models, recipe, trial.seed, device, generator,
-                          features=FeatureCache.for_trial(settings.cache, trial.models)))
+                          features=FeatureCache.for_trial(settings.cache, trial.models),
+                          validation=load_validation(task, settings, recipe.test_limit, trial.seed)))
     fit_seconds = time.perf_counter() - start
     scores = score_task(CheckedScores(method, trial.method.label), task, settings, recipe.test_limit, trial.seed)
 
@@ -313,7 +320,9 @@ def run_trial(trial: Trial, settings: Settings, trial_id: str) -> dict:
         "recipe": {**recipe.describe(), "tables": list(trial.recipe_tables),
                    "method": describe_part(method.recipe_part(recipe))},
         "data": {"id_train": len(train), **scores.sizes},
-        "data_key": content_key([ref.describe() for ref in task.data_refs()]),
+        "data_key": content_key([ref.describe() for ref in task.data_refs(aux=False)]),
+        # the auxiliary set its models trained on (None: none did)
+        "aux": task.extra_train.describe() if task.extra_train and uses_aux(k for k, _ in trial.models) else None,
         "skipped_ood_sets": list(task.skipped_ood_sets),
         "metrics": scores.metrics,
         "ood_sets": scores.ood_sets,
@@ -512,7 +521,7 @@ class RayExecutor:
 
         started = not ray.is_initialized()
         if started:
-            _start_ray(ray, self.address)
+            start_ray(ray, self.address)
         try:
             nodes = _cluster_nodes(ray)
             if settings.gpus_per_trial is None:  # a cluster's default: a GPU per job where its nodes have GPUs
@@ -565,7 +574,7 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
 
 
-def _start_ray(ray, address: str | None) -> None:
+def start_ray(ray, address: str | None) -> None:
     """Join the cluster at `address`, or start a local Ray with as few extra processes as Ray allows; either
     way with the project's code for the workers (`runtime_env`) and keeping this process's SIGTERM handler."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting (it would try the network)
@@ -741,25 +750,50 @@ def _check_resources(settings: Settings, nodes: list[dict], cluster: str | None 
                          f"{settings.gpus_per_trial:g} GPUs for one job (--cpus-per-trial, --gpus-per-trial)")
 
 
-def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=None, seeds=(0,), scale="demo",
-        overrides: tuple[Override, ...] = (), executor="ray", address=None, force=False, skip_missing=False,
-        settings: Settings) -> dict:
-    """Run every pending trial; return counts (and OOD sets skipped for missing data, by task, and the
-    failed records of the trials that failed, under "failed"). `address`: an existing Ray cluster
-    (executor "ray"; default $RAY_ADDRESS, else a local Ray started here).
+def protocol_tasks(protocol: str, datasets=None, partitions=None, aux: str | None = None) -> list[Task]:
+    """The protocol's tasks, with the auxiliary set `aux` instead of its own when given ("none": without one)."""
+    tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
+    if aux is None:
+        return tasks
+    return [task.with_aux(None if aux.strip().lower() == "none" else aux) for task in tasks]
 
-    Raises BenchError for anything the user can fix before a job starts; a job that fails is a
-    failed record instead, and the other jobs go on.
-    """
+
+def executor_for(executor: str, address: str | None, settings: Settings):
+    """The executor and the settings it runs with: paths resolved, per-job resources filled in and checked."""
     if executor not in EXECUTORS:
         raise BenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     runner = EXECUTORS[executor](address)
     settings = settings.resolved()
     if settings.cpus_per_trial is None:
         settings = replace(settings, cpus_per_trial=1.0 if executor == "ray" else float(os.cpu_count() or 1))
-    settings = runner.check(settings)
-    tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
+    return runner, runner.check(settings)
+
+
+def train_models(trials: list[Trial], jobs: dict, settings: Settings, runner) -> list[dict]:
+    """Train the shared models `trials` need and the cache lacks, on `runner`; the outcomes of those that failed."""
+    failed = []
+    todo = _jobs_to_train(trials, jobs, ModelCache(settings.cache), settings.retrain)
+    runner.run(todo, [], settings, Claims(ResultStore(settings.out), False),
+               lambda outcome: failed.append(outcome) if "error" in outcome else None)
+    return failed
+
+
+def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=None, seeds=(0,), scale="demo",
+        overrides: tuple[Override, ...] = (), executor="ray", address=None, force=False, skip_missing=False,
+        settings: Settings, only=None, annotate=None, aux: str | None = None) -> dict:
+    """Run every pending trial; return counts (and OOD sets skipped for missing data, by task, and the
+    failed records of the trials that failed, under "failed"). `address`: an existing Ray cluster
+    (executor "ray"; default $RAY_ADDRESS, else a local Ray started here). `only(trial)`: run just the
+    trials it accepts; `annotate(trial)`: more fields for a trial's record (neither changes trial ids). `aux`:
+    the auxiliary outlier set instead of the protocol's (a dataset name, or "none").
+
+    Raises BenchError for anything the user can fix before a job starts; a job that fails is a
+    failed record instead, and the other jobs go on.
+    """
+    runner, settings = executor_for(executor, address, settings)
+    tasks = protocol_tasks(protocol, datasets, partitions, aux)
     trials, jobs = plan(tasks, methods, list(seeds), scale, overrides)
+    trials = [trial for trial in trials if only is None or only(trial)]
     store = ResultStore(settings.out)
     store.ensure_writable()
     pending = [t for t in trials if force or not store.has(t.trial_id)]
@@ -774,7 +808,7 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
     if skipped_sets:  # fewer OOD sets make other trials: plan the pending ones again
         wanted = {(t.task.name, t.seed, t.method) for t in pending}
         trials, jobs = plan(ready, methods, list(seeds), scale, overrides)
-        pending = [t for t in trials if (t.task.name, t.seed, t.method) in wanted
+        pending = [t for t in trials if (t.task.name, t.seed, t.method) in wanted and (only is None or only(t))
                    and (force or not store.has(t.trial_id))]
         skipped = total - len(pending)
     todo = _jobs_to_train(pending, jobs, ModelCache(settings.cache), settings.retrain)
@@ -801,7 +835,7 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
                 log.error("[%d/%d] %s  FAILED  %s: %s", done, len(pending), trial.name, outcome["error"]["type"],
                           outcome["error"]["message"].splitlines()[0])
             else:
-                record = outcome["record"]
+                record = {**outcome["record"], **(annotate(trial) if annotate else {})}
                 store.write(record)  # the driver is the one writer of records
                 timing = record["timing"]["summary"]
                 log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), trial.name, record["metrics"]["auroc"],

@@ -22,9 +22,14 @@ from bench.training import to_float
 
 
 def load_ref(ref: DataRef, settings, limit: int | None, seed: int):
-    """The images of one data reference: the split, its classes, then a seeded subset of `limit`."""
+    """The images of one data reference: the split, its classes and hold-out side, then a seeded subset of `limit`."""
     data = load_split(ref.dataset, ref.split, settings.data_root, ref.preprocess)
-    return data.select(ref.classes).subset(limit, seed)
+    return ref.select(data).subset(limit, seed)
+
+
+def load_validation(task: Task, settings, limit: int | None, seed: int):
+    """The task's ID validation images (a seeded subset of `limit`, as for test sets), or None without a split."""
+    return load_ref(task.id_val, settings, limit, seed) if task.id_val else None
 
 
 def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size: int = BATCH_SIZE):

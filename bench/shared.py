@@ -30,6 +30,10 @@ class SharedModel:
     recipe_part: Callable[[Recipe], Any]
     requires: tuple[str, ...] = ()
     network: bool = False  # the trained module meets the network contract (forward_features, final_layer)
+    aux: bool = False  # trains on the task's auxiliary outlier set (`Task.extra_train`, `TrainInputs.extra`)
+    # For generative procedures: (trained model, task, count, torch.Generator) -> `count` images in [0, 1], (N, C, H, W),
+    # of what it generates, for a user to look at (`bench samples`).
+    samples: Callable[[torch.nn.Module, Task, int, torch.Generator], torch.Tensor] | None = None
 
     def code_version(self) -> str:
         """Hash of the code that trains this model (its module and what it imports), nothing else."""
@@ -46,6 +50,7 @@ class SharedModel:
             "seed": seed,
             "code": self.code_version(),
             "dependencies": dependency_keys,
+            **({"aux": task.extra_train.describe() if task.extra_train else None} if self.aux else {}),
         })
 
 
@@ -54,6 +59,20 @@ SHARED_MODELS: Registry[SharedModel] = Registry("shared model", discover="bench.
 
 def register_shared_model(model: SharedModel) -> SharedModel:
     return SHARED_MODELS.register(model.kind, model)
+
+
+def uses_aux(kinds) -> bool:
+    """Whether any of these shared models, or one they are built from, trains on the auxiliary set."""
+    pending, seen = list(kinds), set()
+    while pending:
+        kind = pending.pop()
+        if kind not in seen:
+            seen.add(kind)
+            spec = SHARED_MODELS.get(kind)
+            if spec.aux:
+                return True
+            pending.extend(spec.requires)
+    return False
 
 
 def network_kinds() -> list[str]:

@@ -380,6 +380,11 @@ def _overrides(record: dict) -> str:
     return record.get("recipe", {}).get("overrides", "")
 
 
+def _aux(record: dict) -> str | None:
+    """The auxiliary outlier set the trial's models trained on (None: none)."""
+    return (record.get("aux") or {}).get("dataset")
+
+
 def record_problem(record: Any, complete: bool = True) -> str | None:
     """Why `record` is not a result record (None: it is); `complete=False` asks only for a JSON object with a trial id."""
     if not isinstance(record, dict):
@@ -473,14 +478,14 @@ class ResultStore:
         return found
 
     def latest(self) -> list[dict]:
-        """One record per (protocol, dataset, partition, seed, method, scale, overrides): the newest.
+        """One record per (protocol, dataset, partition, seed, method, scale, overrides, aux set): the newest.
 
         Editing a method's code gives its trials new ids; the older records stay on disk
         but no longer count in tables. A record that lacks what tables read is skipped with a warning.
         """
         newest: dict[tuple, dict] = {}
         for _, record in self._read(complete=True):
-            identity = (*(record[key] for key in IDENTITY), _overrides(record))
+            identity = (*(record[key] for key in IDENTITY), _overrides(record), _aux(record))
             if identity not in newest or record["provenance"]["finished"] > newest[identity]["provenance"]["finished"]:
                 newest[identity] = record
         return list(newest.values())
@@ -492,7 +497,7 @@ class ResultStore:
         rows = []
         for record in self.latest():
             base = {"trial_id": record["trial_id"], "data_key": record.get("data_key"),
-                    **{key: record[key] for key in IDENTITY}, "overrides": _overrides(record),
+                    **{key: record[key] for key in IDENTITY}, "overrides": _overrides(record), "aux": _aux(record),
                     "recipe_tables": tuple(record.get("recipe", {}).get("tables", ())),
                     "family": record.get("recipe", {}).get("family")}
             base.update(record["timing"]["summary"])

@@ -37,6 +37,7 @@ class TrainInputs:
     dependencies: dict[str, torch.nn.Module]
     seed: int
     data_root: str | None = None  # where any other dataset a model trains on is read from
+    extra: ImageSet | None = None  # the task's auxiliary outlier images (labels -1), for a procedure with `aux`
 
     def fit(self, model: torch.nn.Module, stage, loss_fn, transform, name: str) -> torch.nn.Module:
         """Train `model` on the ID training data with one `Stage` (epochs, batch, optimiser)."""

@@ -11,8 +11,8 @@ the cached generator; score the pair with each scorer:
 - `lpips`, `dists`: minus the perceptual distance between x and x' (package `piq`, with
   ImageNet weights read from `iqa_weights`, a torch-hub folder; see `IQA_WEIGHTS`).
 The scorers form a cascade in which any scorer can reject: each score is mapped to its
-percentile among the scores of held-out ID *training* images (kept out of both the generator's
-and C_b's training), and the ID score is the minimum. The released code instead picks
+percentile among the scores of the task's ID validation images (`Task.id_val`, held out from
+the ID training split, so seen by neither the generator nor C_b), and the ID score is the minimum. The released code instead picks
 thresholds on the test set; nothing here sees test data before scoring.
 
 Ablations of the paper are options: `mask="none"` or `"fixed"` (generator trained and
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from bench.method import Detector, FitContext, Prediction, option, register_method
+from bench.method import Detector, FitContext, Prediction, option, register_method, to_float
 from bench.nets.moodcat import MASK_RATIOS, mask_ratios
-from bench.shared_models.moodcat import RECIPES, generator_variant, holdout_split, pair_classifier_kind, synthesize
+from bench.shared_models.moodcat import generator_variant, pair_classifier_kind, synthesize
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,6 @@ class MOODCAT(Detector):
         pair = (pair_classifier_kind(variant, self.external),) if "cb" in self._scorer_names() else ()
         return ("classifier", variant.kind, *pair)
 
-    def recipe_part(self, recipe) -> dict:
-        """The calibration hold-out: the fraction of ID training images both models left out."""
-        return {"holdout": recipe.pick(RECIPES).holdout}
-
     def _scorer_names(self) -> list[str]:
         names = [name.strip() for name in str(self.scorers).split("+")]
         unknown = [name for name in names if name not in SCORERS]
@@ -142,8 +138,10 @@ class MOODCAT(Detector):
         if not self.metrics_:
             raise BenchError(f"MOODCAT has no scorer left of {self.scorers!r}; give iqa_weights or use scorers=cb")
         self.mask_seed_ = ctx.seed
-        _, held = holdout_split(len(ctx.train), self.recipe_part(ctx.recipe)["holdout"], ctx.seed)
-        calibration = ctx.train_images()[held.to(ctx.device)]
+        if ctx.validation is None:
+            raise BenchError(f"MOODCAT calibrates its scores on ID validation images; task {ctx.task.name} has no "
+                             "validation split (its protocol sets id_validation=None)")
+        calibration = to_float(ctx.validation.images.to(ctx.device))
         raw = [self._raw_scores(chunk)[0] for chunk in calibration.split(1000)]
         self.reference_ = {name: torch.cat([r[name] for r in raw]).sort().values for name in self.metrics_}
         return self

@@ -8,8 +8,8 @@ The perturbation is taken in the [0, 1] pixel space the harness feeds every netw
 When a model normalises its input internally (x_n = (x - mean) / std), this is exactly
 the reference code's step of eps * sign / std in normalised space, because the sign of
 the gradient is the same in both spaces; so the per-channel std scaling comes for free.
-The defaults are the paper's, not tuned: the paper tuned T and eps on OOD validation
-data, which this harness never does.
+The defaults are the paper's, not tuned: the paper tuned T and eps on OOD validation data.
+`bench sweep --method odin` tunes them on a task's validation data (`bench.sweep`), never on test sets.
 """
 from dataclasses import dataclass
 

@@ -39,7 +39,9 @@ def smoke_context(smoke_task, smoke_cache, tmp_path_factory):
         recipe = trials[0].recipe
         models = {kind: build_cached(kind, key, smoke_task, recipe, settings) for kind, key in trials[0].models}
         train = load_ref(smoke_task.id_train, settings, recipe.train_limit, seed)
-        return FitContext(smoke_task, train, models, recipe, seed, torch.device("cpu"), seed_everything(seed))
+        validation = load_ref(smoke_task.id_val, settings, recipe.test_limit, seed)
+        return FitContext(smoke_task, train, models, recipe, seed, torch.device("cpu"), seed_everything(seed),
+                          validation=validation)
 
     return make
 

@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from bench.cli import main
 from bench.errors import BenchError
 from bench.method import METHODS, MethodSpec, parse_methods
 from bench.registry import option_rules

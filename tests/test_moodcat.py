@@ -109,14 +109,6 @@ def test_pair_hinge_loss_is_equation_2():
     assert shared.pair_hinge_loss(logits, targets) == pytest.approx((0 + 0.5) / 2 + (0 + 1.5) / 2)
 
 
-def test_holdout_is_seeded_and_disjoint():
-    keep, held = shared.holdout_split(1000, 0.1, seed=3)
-    assert len(held) == 100 and len(keep) == 900
-    assert not set(keep.tolist()) & set(held.tolist())
-    assert torch.equal(held, shared.holdout_split(1000, 0.1, seed=3)[1])
-    assert not torch.equal(held, shared.holdout_split(1000, 0.1, seed=4)[1])
-
-
 def test_calibration_is_a_strictly_increasing_percentile():
     reference = torch.linspace(0, 1, 101)
     scores = torch.tensor([-1.0, 0.0, 0.05, 0.5, 1.0, 2.0])
@@ -180,7 +172,7 @@ def test_end_to_end_smoke(fitted, smoke_test_images):
     assert torch.equal(prediction.label, ctx.models["classifier"](id_images).argmax(1))
     assert torch.equal(method.predict(id_images).score, prediction.score)  # same images, same masks, same score
     reference = method.reference_["cb"]
-    assert len(reference) == round(0.1 * len(ctx.train))  # calibrated on the held-out ID training images
+    assert torch.equal(reference, method.reference_["cb"]) and len(reference) == len(ctx.validation)  # the ID validation split
 
 
 def test_test_path_never_reads_ground_truth_labels(fitted, smoke_task, monkeypatch, tmp_path):
@@ -225,7 +217,7 @@ def test_recipe_enters_the_cache_keys(smoke_task):
     wider = dataclasses.replace(recipe, overrides=parse_overrides(["moodcat.generator.width=8"]))
     assert spec.key(smoke_task, wider, 0, {}) != generator_key
     assert pair.key(smoke_task, recipe, 0, {}) == pair_key  # C_b's key takes the generator's key as a dependency
-    recipe = dataclasses.replace(recipe, overrides=parse_overrides(["moodcat.holdout=0.2"]))
+    recipe = dataclasses.replace(recipe, overrides=parse_overrides(["moodcat.pair_classifier.epochs=2"]))
     assert pair.key(smoke_task, recipe, 0, {}) != pair_key
 
 

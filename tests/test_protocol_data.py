@@ -167,8 +167,9 @@ def test_scood_reads_lists_and_counts_sc_labelled_images_as_id(tmp_path):
     settings = Settings(out="unused", data_root=str(tmp_path))
     semantic = PROTOCOLS.get("scood").tasks(["cifar10"])[0]
     dataset_level = PROTOCOLS.get("scood_label").tasks(["cifar10"])[0]
-    train = load_ref(semantic.id_train, settings, None, 0)
-    assert train.images.shape == (20, 3, 32, 32) and train.labels.tolist() == [c for c in range(10) for _ in range(2)]
+    train, val = load_ref(semantic.id_train, settings, None, 0), load_ref(semantic.id_val, settings, None, 0)
+    assert train.images.shape == (18, 3, 32, 32) and len(val) == 2  # a tenth held out for validation
+    assert sorted(train.labels.tolist() + val.labels.tolist()) == [c for c in range(10) for _ in range(2)]
     assert load_ref(semantic.ood_tests["texture"], settings, None, 0).images.shape == (3, 3, 32, 32)  # 48x64 resized
     assert (load_ref(semantic.extra_train, settings, None, 0).labels == -1).all()
 

@@ -1,8 +1,11 @@
 """Setting 1 as data: partitions, class remapping, OOD sets, and a 64x64 run on a fake TinyImageNet."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bench.errors import BenchError
@@ -82,7 +85,7 @@ def test_setting1_runs_on_64x64_colour_data(tmp_path):
                   scale="smoke", executor="local", settings=settings)
     assert summary["ran"] == 2
     records = ResultStore(settings.out).records()
-    assert {r["data"]["id_train"] for r in records} == {60}
+    assert {r["data"]["id_train"] for r in records} == {54}  # 60, less the 6 of the ID validation split
     assert {r["data"]["unknown_classes"] for r in records} == {180}
 
 
@@ -111,7 +114,7 @@ def test_cifar_plus_splits():
     plus10 = PROTOCOLS.get("cifar_plus10").tasks()
     assert len(plus10) == 5
     for task, unknown in zip(plus10, PLUS10_UNKNOWN):
-        assert task.id_train == task.id_train.__class__("cifar10", "train", (0, 1, 8, 9)) and task.num_classes == 4
+        assert (task.id_train.dataset, task.id_train.classes, task.num_classes) == ("cifar10", (0, 1, 8, 9), 4)
         ood = task.ood_tests["unknown_classes"]
         assert (ood.dataset, ood.split, list(ood.classes)) == ("cifar100", "test", unknown)
     (plus50,) = PROTOCOLS.get("cifar_plus50").tasks()
@@ -142,14 +145,45 @@ def test_far_ood_protocols_name_the_papers_sets():
     assert {ref.preprocess.shape for ref in far.ood_tests.values()} == {(1, 28, 28)}
 
 
-def test_setting1_trial_data_is_described_as_before():
-    """Options a ref does not use stay out of describe(), so Setting 1's trial ids did not change."""
+def test_setting1_trial_data_is_described_with_its_validation_split():
+    """Options a ref does not use stay out of describe(); the hold-out side is in it, so it enters every key."""
     task = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5"])[0]
+    known, holdout = [0, 1, 2, 3, 4, 5], {"fraction": 0.1, "seed": 0}
+    grey28 = {"size": 28, "channels": 1, "resize": None, "crop": None}
     assert [ref.describe() for ref in task.data_refs()] == [
-        {"dataset": "fashion_mnist", "split": "train", "classes": [0, 1, 2, 3, 4, 5]},
-        {"dataset": "fashion_mnist", "split": "test", "classes": [0, 1, 2, 3, 4, 5]},
+        {"dataset": "fashion_mnist", "split": "train", "classes": known, "holdout": {**holdout, "held": False}},
+        {"dataset": "fashion_mnist", "split": "test", "classes": known},
         {"dataset": "fashion_mnist", "split": "test", "classes": [6, 7, 8, 9]},
+        {"dataset": "natural_patches", "split": "train", "classes": None, "preprocess": grey28},  # auxiliary outliers
+        {"dataset": "fashion_mnist", "split": "train", "classes": known, "holdout": {**holdout, "held": True}},
+        {"dataset": "noise_rademacher", "split": "test", "classes": None, "preprocess": grey28},
+        {"dataset": "noise_blobs", "split": "test", "classes": None, "preprocess": grey28},
     ]
+
+
+def test_the_id_validation_split_is_a_seeded_tenth_held_out_of_training():
+    from bench.scoring import load_ref
+
+    task = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["1-6"])[0]
+    settings = Settings(out="unused").resolved()
+    train, val = load_ref(task.id_train, settings, None, 0), load_ref(task.id_val, settings, None, 0)
+    assert (len(train), len(val)) == (32400, 3600)  # 6 classes x 6,000 training images
+    assert set(val.labels.tolist()) == set(range(6))
+    pixels = {bytes(image.numpy()) for image in train.images}
+    assert not any(bytes(image.numpy()) in pixels for image in val.images[:500])  # no duplicate images in FMNIST train
+    again = load_ref(PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["1-6"])[0].id_val, settings, None, 0)
+    assert torch.equal(again.images, val.images)
+
+
+def test_validation_ood_sets_are_never_test_sets():
+    for name, protocol in PROTOCOLS.items():
+        for task in protocol.tasks():
+            tested = {(ref.dataset, ref.split) for ref in task.ood_tests.values()}
+            assert task.ood_vals and not tested & {(ref.dataset, ref.split) for ref in task.ood_vals.values()}, name
+            assert task.id_val is not None and task.id_val.holdout.held and not task.id_train.holdout.held
+    task = PROTOCOLS.get("far_fmnist").tasks()[0]
+    with pytest.raises(BenchError, match="noise_gaussian is also a test OOD set"):
+        dataclasses.replace(task, ood_vals={"noise_gaussian": task.ood_tests["noise_gaussian"]})
 
 
 def test_every_task_is_named_after_a_dataset_of_its_id_shape():

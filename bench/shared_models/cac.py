@@ -16,7 +16,7 @@ Not carried over from the reference: its encoder (the harness's backbones and ML
 as for the classifier), its input normalisation, its resize of 28x28 digits to 32x32 and its
 RandomResizedCrop/rotation augmentation (crop+flip only where the dataset asks, as for the
 classifier), its weight initialisation, and its choice of the epoch with the lowest anchor loss
-on a validation split (the last epoch here: the harness holds out no ID validation data).
+on a validation split (the last epoch here; choosing it on the task's ID validation split is not built).
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ Kinds come from two small tables, so each ablation of the paper is its own cache
   dataset whose unlabeled images also serve as negatives (paper section 3.6): the dataset
   is part of the kind, so it is part of the cache key.
 
-Both models leave out the same seeded `holdout` fraction of the ID training images: the
-method calibrates its scores on it, so no calibration image was seen by either network.
+Both models train on the task's ID training split; the method calibrates its scores on the
+task's ID validation split (`Task.id_val`, held out from it), so no calibration image was seen by
+either network. The released code holds out its own part of the training set for this.
 """
 from __future__ import annotations
 
@@ -71,10 +72,6 @@ class PairStage:
 class MoodcatRecipe:
     generator: GanStage
     pair_classifier: PairStage
-    holdout: float  # fraction of ID training images kept out of both, for calibrating the scores
-
-    def __post_init__(self):
-        require(self, fraction=("holdout",))
 
 
 # Per scale. paper: the released code's widths (32 / 32 / 64), batch 96 and learning rates;
@@ -84,11 +81,10 @@ class MoodcatRecipe:
 # minutes per Fashion-MNIST partition on one core; smoke: a few batches.
 RECIPES = RecipeTable("moodcat", {
     "smoke": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=384),
-                           PairStage(8, 1, 64, 2e-4, max_images=384), holdout=0.1),
+                           PairStage(8, 1, 64, 2e-4, max_images=384)),
     "demo": MoodcatRecipe(GanStage(4, 4, 1, 64, 2e-4, 2e-4, cutmix_rampup=1, max_images=16000),
-                           PairStage(8, 1, 64, 2e-4, max_images=16000), holdout=0.1),
-    "paper": MoodcatRecipe(GanStage(32, 32, 400, 96, 5e-5, 2e-4, cutmix_rampup=200), PairStage(64, 20, 96, 2e-4),
-                           holdout=0.1),
+                           PairStage(8, 1, 64, 2e-4, max_images=16000)),
+    "paper": MoodcatRecipe(GanStage(32, 32, 400, 96, 5e-5, 2e-4, cutmix_rampup=200), PairStage(64, 20, 96, 2e-4)),
 })
 
 
@@ -126,17 +122,9 @@ def pair_classifier_kind(generator: GeneratorVariant, external: str | None) -> s
     return f"{base}+{external}" if external else base
 
 
-def holdout_split(count: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training indices, calibration indices): a seeded split of the ID training images."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    held = int(round(fraction * count))
-    return order[held:].sort().values, order[:held].sort().values
-
-
 def training_part(inputs: TrainInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ID training images (uint8) and labels left after the calibration hold-out."""
-    keep, _ = holdout_split(len(inputs.train), inputs.recipe.pick(RECIPES).holdout, inputs.seed)
-    return inputs.train.images[keep].to(inputs.device), inputs.train.labels[keep].to(inputs.device)
+    """The ID training images (uint8) and labels on the device."""
+    return inputs.train.images.to(inputs.device), inputs.train.labels.to(inputs.device)
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -328,12 +316,12 @@ def train_pair_classifier(variant: GeneratorVariant, external: str | None):
 
 def generator_part(recipe) -> dict:
     part = recipe.pick(RECIPES)
-    return {"generator": asdict(part.generator), "holdout": part.holdout}
+    return {"generator": asdict(part.generator)}
 
 
 def pair_classifier_part(recipe) -> dict:
     part = recipe.pick(RECIPES)
-    return {"pair_classifier": asdict(part.pair_classifier), "holdout": part.holdout}
+    return {"pair_classifier": asdict(part.pair_classifier)}
 
 
 def _register(variant: GeneratorVariant) -> None:
