@@ -8,6 +8,7 @@ import argparse
 import logging
 import math
 import signal
+import statistics
 import sys
 import threading
 from pathlib import Path
@@ -131,9 +132,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from tabulate import tabulate
+
     from bench import provenance
     from bench.method import parse_methods
-    from bench.reports import for_recipe, table1
     from bench.runner import Settings
     from bench.store import ResultStore
     from bench.sweep import parse_space, sweep
@@ -148,21 +150,23 @@ def cmd_sweep(args) -> int:
     summary = sweep(args.protocol, methods[0], space, objective=args.objective, datasets=args.datasets,
                     partitions=args.partitions, seeds=args.seeds, scale=args.scale, overrides=overrides,
                     address=args.address, search_seed=args.search_seed, settings=settings)
-    print(f"sweep {summary['sweep_id']}: {summary['method']}, {space.size()} configurations per cell, chosen by "
-          f"validation {summary['objective']} ({summary['mode']}); every candidate: {summary['search']}.json")
+    objective = summary["objective"]
+    tested = {(record["protocol"] + "/" + record["dataset"] + "/" + record["partition"], record["seed"], record["method"]):
+              record for record in ResultStore(settings.resolved().out).latest() if record["scale"] == args.scale}
+    rows = []
     for cell in summary["cells"]:
-        if cell["chosen"]:
-            print(f"  {cell['task']}/seed{cell['seed']}: {cell['chosen']}  (validation {summary['objective']} "
-                  f"{cell['validation'][summary['objective']]:.4f}, {len(cell['candidates'])} candidates)")
-        else:
-            print(f"  {cell['task']}/seed{cell['seed']}: every candidate failed ({cell['candidates'][0]['error']})")
-    labels = list(dict.fromkeys(cell["chosen"] for cell in summary["cells"] if cell["chosen"]))
-    frame = for_recipe(ResultStore(settings.resolved().out).frame(), overrides)
-    if not frame.empty:
-        frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)]
-    if labels:
-        print("test results of the chosen configurations:")
-        print(table1(frame, methods=labels, where=args.out))
+        record = tested.get((cell["task"], cell["seed"], cell["chosen"]))
+        rows.append([f"{cell['task']}/seed{cell['seed']}", cell["chosen"] or "every candidate failed",
+                     f"{cell['validation'][objective] * 100:.1f}" if cell["chosen"] else "",
+                     f"{record['metrics'][objective] * 100:.1f}" if record else "", len(cell["candidates"])])
+    values = [float(row[3]) for row in rows if row[3]]
+    if len(values) > 1:
+        rows.append(["mean ± std over cells", "", "", f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}", ""])
+    print(f"sweep {summary['sweep_id']} of {summary['method']}: {space.size()} configurations per cell, each cell's "
+          f"choice by validation {objective} ({summary['mode']}), then run once on test; every candidate: "
+          f"{summary['search']}.json\n")
+    print(tabulate(rows, headers=["cell", "chosen", f"validation {objective} %", f"test {objective} %", "candidates"],
+                   tablefmt="github", disable_numparse=True))
     failed = [cell for cell in summary["cells"] if not cell["chosen"]] or summary.get("test_failed")
     return 1 if failed else 0
 
@@ -246,39 +250,68 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _method_facts(name: str, entry) -> dict:
+    from bench.method import MethodSpec
+
+    return {"summary": entry.summary, "needs": list(MethodSpec(name).requires())}
+
+
+def _protocol_facts(name: str, protocol) -> dict:
+    return {"description": protocol.description,
+            "partitions": {dataset: protocol.partition_names(dataset) for dataset in protocol.dataset_names()}}
+
+
+def _dataset_facts(name: str, source) -> dict:
+    return {"num_classes": source.num_classes, "image_shape": source.image_shape, "how_to_obtain": source.how_to_obtain}
+
+
+def _model_facts(kind: str, model) -> dict:
+    return {"network": model.network, "description": model.description}
+
+
+def _recipe_facts(name: str, table) -> dict:
+    from bench.recipes import flat_fields
+
+    rows = []
+    for key, entry in table.entries.items():
+        family, scale = key if isinstance(key, tuple) else ("any", key)
+        rows.append({"scale": scale, "family": family,
+                     "settings": " ".join(f"{path}={value}" for path, value in flat_fields(entry).items())})
+    return {"entries": rows}
+
+
+# `bench list <what>`: the registry (`module:object`) and what is shown of each entry. bench/registry_index.json
+# keeps those facts (`python -m bench.registry` writes it from this table), so listing imports no entry's module.
+LISTED = {"methods": ("bench.method:METHODS", _method_facts), "protocols": ("bench.protocol:PROTOCOLS", _protocol_facts),
+          "datasets": ("bench.data:DATASETS", _dataset_facts), "models": ("bench.shared:SHARED_MODELS", _model_facts),
+          "recipes": ("bench.recipes:RECIPE_TABLES", _recipe_facts)}
+
+
 def cmd_list(args) -> int:
-    from bench.data import DATASETS
-    from bench.method import METHODS, MethodSpec
-    from bench.protocol import PROTOCOLS
-    from bench.shared import SHARED_MODELS
+    from bench.registry import listing
 
+    entries = listing(*LISTED[args.what])
     if args.what == "methods":
-        for name, entry in METHODS.items():
-            needs = ", ".join(MethodSpec(name).requires()) or "nothing"
-            print(f"{name:20s} {entry.summary}  [needs: {needs}]")
+        for name, facts in entries:
+            print(f"{name:20s} {facts['summary']}  [needs: {', '.join(facts['needs']) or 'nothing'}]")
     elif args.what == "protocols":
-        for name, protocol in PROTOCOLS.items():
-            print(f"{name:12s} {protocol.description}")
-            for dataset in protocol.dataset_names():
-                print(f"  {dataset:14s} partitions: {', '.join(protocol.partition_names(dataset))}")
+        for name, facts in entries:
+            print(f"{name:12s} {facts['description']}")
+            for dataset, partitions in facts["partitions"].items():
+                print(f"  {dataset:14s} partitions: {', '.join(partitions)}")
     elif args.what == "datasets":
-        for name, source in DATASETS.items():
-            print(f"{name:14s} {source.num_classes:4d} classes {source.image_shape}  {source.how_to_obtain}")
+        for name, facts in entries:
+            shape = tuple(facts["image_shape"]) if facts["image_shape"] is not None else None
+            print(f"{name:14s} {facts['num_classes']:4d} classes {shape}  {facts['how_to_obtain']}")
     elif args.what == "recipes":
-        from bench.recipes import RECIPE_TABLES, flat_fields
-
-        SHARED_MODELS.names(), METHODS.names()  # tables register when their modules load
-        for name, table in RECIPE_TABLES.items():
+        for name, facts in entries:
             print(f"{name}  (--recipe {name}.<field>=<value>)")
-            for key, entry in table.entries.items():
-                family, scale = key if isinstance(key, tuple) else ("any", key)
-                if args.scale in (None, scale):
-                    settings = " ".join(f"{path}={value}" for path, value in flat_fields(entry).items())
-                    print(f"  {scale:9s} {family:6s} {settings}")
+            for row in facts["entries"]:
+                if args.scale in (None, row["scale"]):
+                    print(f"  {row['scale']:9s} {row['family']:6s} {row['settings']}")
     else:
-        for name, model in SHARED_MODELS.items():
-            role = "network" if model.network else "model"
-            print(f"{name:26s} {role:8s} {model.description}")
+        for name, facts in entries:
+            print(f"{name:26s} {'network' if facts['network'] else 'model':8s} {facts['description']}")
     return 0
 
 
@@ -286,7 +319,8 @@ def _frame(args, per_ood_set: bool = False):
     from bench.reports import for_recipe
     from bench.store import ResultStore
 
-    frame = for_recipe(ResultStore(args.out).frame(per_ood_set=per_ood_set), _overrides(args))
+    frame = for_recipe(ResultStore(args.out).frame(per_ood_set=per_ood_set, recompute=getattr(args, "recompute", False)),
+                       _overrides(args))
     if getattr(args, "aux", None) and not frame.empty:  # trials that trained on no auxiliary set stay
         frame = frame[frame["aux"].isna() | (frame["aux"] == args.aux)]
     for column in ("protocol", "scale"):
@@ -450,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.set_defaults(handler=cmd_evaluate)
 
     lister = sub.add_parser("list", help="list methods, protocols, datasets or shared models")
-    lister.add_argument("what", choices=["methods", "protocols", "datasets", "models", "recipes"])
+    lister.add_argument("what", choices=list(LISTED))
     lister.add_argument("--scale", help="recipes: only this scale's entries")
     lister.set_defaults(handler=cmd_list)
 
@@ -466,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and method, their mean ± std over the sets, ID accuracy)")
     table.add_argument("--metric", default="auroc", help="for table 1: auroc, fpr95, fpr95_oodpos, aupr_in, aupr_out, accuracy")
     table.add_argument("--methods", help="comma list: column order and filter (table 2: the base networks)")
+    table.add_argument("--recompute", action="store_true",
+                       help="compute the metrics again from each trial's stored scores (they must equal the stored ones)")
     table.add_argument("--spread", default="partitions",
                        help="what ± is over: partitions (default; the per-partition mean over seeds) or cells "
                        "(every partition x seed)")

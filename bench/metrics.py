@@ -147,3 +147,27 @@ def reference_metrics(id_scores, ood_scores) -> dict[str, float]:
         "aupr_in": float(average_precision_score(is_id, scores)),
         "aupr_out": float(average_precision_score(1 - is_id, -scores)),
     }
+
+
+def metrics_from_samples(samples: dict[str, dict[str, np.ndarray]]) -> tuple[dict, dict]:
+    """(summary, per OOD set) metrics of one trial from its per-sample results, the way every record computes them.
+
+    `samples` maps "id_test" and each OOD set's name to arrays `score`, `label` (predicted class), `target`
+    (true class, -1 where none) and `is_ood`. Images of an OOD set that are not OOD (SC-OOD's ID-labelled ones)
+    join the ID test images for that set's metrics. The summary averages each metric over the OOD sets and adds
+    closed-set accuracy on the ID test set.
+    """
+    id_set = samples["id_test"]
+    per_set = {}
+    for name, sample in samples.items():
+        if name == "id_test":
+            continue
+        is_ood = sample["is_ood"]
+        metrics = ood_metrics(np.concatenate([id_set["score"], sample["score"][~is_ood]]), sample["score"][is_ood])
+        per_set[name] = {**metrics, "n_ood": int(is_ood.sum())}
+        if (~is_ood).any():
+            per_set[name]["n_counted_as_id"] = int((~is_ood).sum())
+    names = [key for key in next(iter(per_set.values())) if key not in ("n_ood", "n_counted_as_id")]
+    summary = {name: float(np.mean([metrics[name] for metrics in per_set.values()])) for name in names}
+    summary["accuracy"] = accuracy(id_set["label"], id_set["target"])
+    return summary, per_set

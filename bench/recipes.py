@@ -34,7 +34,8 @@ SCALES = ("smoke", "demo", "paper")
 # Data limits per scale: (ID training images, images per test set); None = all.
 LIMITS = {"smoke": (2000, 600), "demo": (None, None), "paper": (None, None)}
 
-RECIPE_TABLES: Registry["RecipeTable"] = Registry("recipe table")
+# Tables are made by the modules of the shared models and methods that train with them.
+RECIPE_TABLES: Registry["RecipeTable"] = Registry("recipe table", discover=("bench.shared_models", "methods"))
 
 
 class RecipeTable:
@@ -283,24 +284,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return dict(flatten("", data))
 
 
-def _tables_loaded() -> Registry:
-    """Recipe tables register when their modules load: load every procedure and method first."""
-    from bench.method import METHODS
-    from bench.shared import SHARED_MODELS
-
-    SHARED_MODELS.names(), METHODS.names()
-    return RECIPE_TABLES
-
-
 def _resolve(name: str, value: Any) -> Override:
     table_name, *path = name.split(".")
-    tables = _tables_loaded()
-    if table_name not in tables:
-        raise BenchError(f"--recipe {name}: {tables.unknown_message(table_name)}")
+    if table_name not in RECIPE_TABLES:
+        raise BenchError(f"--recipe {name}: {RECIPE_TABLES.unknown_message(table_name)}")
     if not path:
         raise BenchError(f"--recipe {name}: name a field of the {table_name!r} table, e.g. "
-                         f"{table_name}.{fields(tables.get(table_name).entry_type())[0].name}=...")
-    owner = tables.get(table_name).entry_type()
+                         f"{table_name}.{fields(RECIPE_TABLES.get(table_name).entry_type())[0].name}=...")
+    owner = RECIPE_TABLES.get(table_name).entry_type()
     for depth, part in enumerate(path):
         hints = typing.get_type_hints(owner)
         if part not in hints:

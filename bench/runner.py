@@ -284,8 +284,9 @@ class CheckedScores:
         return getattr(self.method, name)
 
 
-def run_trial(trial: Trial, settings: Settings, trial_id: str) -> dict:
-    """Fit one method on one task and seed, score the test sets; return the record (the driver writes it).
+def run_trial(trial: Trial, settings: Settings, trial_id: str) -> tuple[dict, dict]:
+    """Fit one method on one task and seed, score the test sets; return the record and the per-image results
+    (`Scores.samples`), which the driver writes.
 
     `trial_id` is the driver's; the record's provenance joins the run's (driver: command, code version,
     start) with this node's (host, GPU, library versions)."""
@@ -338,7 +339,7 @@ def run_trial(trial: Trial, settings: Settings, trial_id: str) -> dict:
         "device": str(device),
         "provenance": {**settings.provenance, **provenance.node(), "finished": provenance.now()},
     }
-    return record
+    return record, scores.samples
 
 
 def _loadable(ref: DataRef) -> tuple:
@@ -411,14 +412,15 @@ def model_job(job: ModelJob, settings: Settings, *dependencies: dict) -> dict:
 
 
 def trial_job(trial: Trial, trial_id: str, settings: Settings, *dependencies: dict) -> dict:
-    """Run one trial: {"trial_id", "record"} or {"trial_id", "error"}; it writes nothing (the driver does).
+    """Run one trial: {"trial_id", "record", "samples"} or {"trial_id", "error"}; it writes nothing (the driver does).
     `dependencies`: outcomes of the model jobs it waits on."""
     outcome = {"trial_id": trial_id}
     failed = _failed_dependency(dependencies)
     if failed:
         return {**outcome, "error": failed}
     try:
-        return {**outcome, "record": run_trial(trial, settings, trial_id)}
+        record, samples = run_trial(trial, settings, trial_id)
+        return {**outcome, "record": record, "samples": samples}
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, never raised
         return {**outcome, "error": _error(err), "node": provenance.node()}
 
@@ -836,7 +838,7 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
                           outcome["error"]["message"].splitlines()[0])
             else:
                 record = {**outcome["record"], **(annotate(trial) if annotate else {})}
-                store.write(record)  # the driver is the one writer of records
+                store.write(record, outcome.get("samples"))  # the driver is the one writer of records
                 timing = record["timing"]["summary"]
                 log.info("[%d/%d] %s  AUROC %.4f  (%.1fs)", done, len(pending), trial.name, record["metrics"]["auroc"],
                          timing["fit_s"] + timing["score_s"])

@@ -16,7 +16,7 @@ import torch
 
 from bench.data import load_split
 from bench.features import BATCH_SIZE
-from bench.metrics import accuracy, ood_metrics
+from bench.metrics import metrics_from_samples
 from bench.protocol import DataRef, Task
 from bench.training import to_float
 
@@ -57,26 +57,21 @@ class Scores:
     ood_sets: dict  # per OOD set: its metrics and size
     sizes: dict  # images per test set
     seconds: float
+    samples: dict  # per test set ("id_test" and each OOD set): per-image score, label, target, is_ood
 
 
 def score_task(method, task: Task, settings, limit: int | None, seed: int) -> Scores:
-    """Score the ID test set and every OOD test set of `task` with a fitted method."""
+    """Score the ID test set and every OOD test set of `task` with a fitted method; the metrics are computed from
+    the per-image results (`bench.metrics.metrics_from_samples`), which are kept so they can be stored."""
     device = settings.device()
     start = time.perf_counter()
-    id_test = load_ref(task.id_test, settings, limit, seed)
-    id_scores, predicted = _predict_split(method, task.id_test, id_test.images, limit, seed, device)
-    per_set, sizes = {}, {"id_test": len(id_test)}
-    for name, ref in task.ood_tests.items():
+    samples = {}
+    for name, ref in {"id_test": task.id_test, **task.ood_tests}.items():
         data = load_ref(ref, settings, limit, seed)
-        scores = _predict_split(method, ref, data.images, limit, seed, device)[0]
-        is_ood = ref.ood_mask(data.labels.numpy())
-        metrics = ood_metrics(np.concatenate([id_scores, scores[~is_ood]]), scores[is_ood])
-        per_set[name] = {**metrics, "n_ood": int(is_ood.sum())}
-        if ref.labelled_is_id:
-            per_set[name]["n_counted_as_id"] = int((~is_ood).sum())
-        sizes[name] = len(data)
+        scores, predicted = _predict_split(method, ref, data.images, limit, seed, device)
+        targets = data.labels.numpy()
+        samples[name] = {"score": scores, "label": predicted, "target": targets,
+                         "is_ood": np.zeros(len(targets), dtype=bool) if name == "id_test" else ref.ood_mask(targets)}
     seconds = time.perf_counter() - start
-    metric_names = list(metrics)
-    summary = {name: float(np.mean([m[name] for m in per_set.values()])) for name in metric_names}
-    summary["accuracy"] = accuracy(predicted, id_test.labels.numpy())
-    return Scores(summary, per_set, sizes, seconds)
+    summary, per_set = metrics_from_samples(samples)
+    return Scores(summary, per_set, {name: len(sample["score"]) for name, sample in samples.items()}, seconds, samples)

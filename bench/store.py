@@ -243,11 +243,15 @@ class Storage:
 
     def write_text(self, *parts: str, text: str) -> Path | str:
         """Write a whole file: via a temporary name and a rename locally, as one object at a URL."""
+        return self.write_bytes(*parts, data=text.encode())
+
+    def write_bytes(self, *parts: str, data: bytes) -> Path | str:
+        """Write a whole file: via a temporary name and a rename locally, as one object at a URL."""
         path = self.path(*parts)
         if self.local:
-            write_text_atomic(path, text)
+            write_atomic(path, lambda handle: handle.write(data), mode="wb")
         else:
-            self.fs.pipe_file(path, text.encode())
+            self.fs.pipe_file(path, data)
         return path
 
     def remove(self, *parts: str) -> None:
@@ -375,6 +379,28 @@ IDENTITY = ("protocol", "dataset", "partition", "seed", "method", "scale")
 COUNTED = {"trial_id": str, "metrics": dict, "timing": dict, "provenance": dict}
 
 
+SAMPLE_COLUMNS = ("score", "label", "target", "is_ood")
+
+
+def _samples_npz(samples: dict) -> bytes:
+    """Per-image results as one compressed npz: a column per field, `set` indexing the names in `sets`."""
+    import numpy as np
+
+    names = list(samples)
+    columns = {
+        "sets": np.array(names),
+        "set": np.concatenate([np.full(len(samples[name]["score"]), index, dtype=np.int16)
+                               for index, name in enumerate(names)]),
+        "score": np.concatenate([np.asarray(samples[name]["score"], dtype=np.float32) for name in names]),
+        "label": np.concatenate([np.asarray(samples[name]["label"], dtype=np.int32) for name in names]),
+        "target": np.concatenate([np.asarray(samples[name]["target"], dtype=np.int32) for name in names]),
+        "is_ood": np.concatenate([np.asarray(samples[name]["is_ood"], dtype=bool) for name in names]),
+    }
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **columns)
+    return buffer.getvalue()
+
+
 def _overrides(record: dict) -> str:
     """The recipe overrides that reached this trial ('' for the scale's own recipe)."""
     return record.get("recipe", {}).get("overrides", "")
@@ -437,10 +463,49 @@ class ResultStore:
         """Held while a trial runs, so concurrent runs on one store never run it twice at once (locally; see Storage)."""
         return self.storage.lock(trial_id)
 
-    def write(self, record: dict) -> Path | str:
+    def write(self, record: dict, samples: dict | None = None) -> Path | str:
+        """Write a trial's record, and first its per-image results (`samples`, see `scores`), so a record never
+        names a file that is not there."""
+        if samples:
+            data = _samples_npz(samples)
+            self.storage.write_bytes("scores", f"{record['trial_id']}.npz", data=data)
+            record = {**record, "scores": {"file": f"scores/{record['trial_id']}.npz", "bytes": len(data),
+                                           "images": sum(len(sample["score"]) for sample in samples.values())}}
         path = self.storage.write_text("trials", f"{record['trial_id']}.json", text=_json(record))
         self.storage.remove("failed", f"{record['trial_id']}.json")  # the trial has succeeded after all
         return path
+
+    def samples(self, record: dict) -> dict | None:
+        """A record's per-image results as `bench.metrics.metrics_from_samples` takes them (None: not stored)."""
+        if not record.get("scores"):
+            return None
+        import numpy as np
+
+        with np.load(io.BytesIO(self.storage.read_bytes(*record["scores"]["file"].split("/")))) as arrays:
+            columns = {name: arrays[name] for name in arrays.files}
+        samples = {}
+        for index, name in enumerate(columns["sets"]):
+            rows = columns["set"] == index
+            samples[str(name)] = {column: columns[column][rows] for column in SAMPLE_COLUMNS}
+        return samples
+
+    def scores(self, **where) -> "pd.DataFrame":
+        """Per-image results of the newest records (optionally those whose fields equal `where`, e.g. method="energy"),
+        one row per (trial, test set, image): trial and task fields, `set`, `score`, `label`, `target`, `is_ood`."""
+        import pandas as pd
+
+        frames = []
+        for record in self.latest():
+            if any(record.get(key) != value for key, value in where.items()):
+                continue
+            samples = self.samples(record)
+            for name, sample in (samples or {}).items():
+                frame = pd.DataFrame(sample)
+                frame.insert(0, "set", name)
+                for key in reversed(("trial_id", *IDENTITY)):
+                    frame.insert(0, key, record[key])
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def write_failure(self, record: dict) -> Path | str:
         return self.storage.write_text("failed", f"{record['trial_id']}.json", text=_json(record))
@@ -490,12 +555,31 @@ class ResultStore:
                 newest[identity] = record
         return list(newest.values())
 
-    def frame(self, per_ood_set: bool = False):
-        """The newest records as a pandas DataFrame: one row per trial, or per (trial, OOD set)."""
+    def recomputed(self, record: dict) -> dict:
+        """The record with its metrics recomputed from its stored per-image results; a BenchError when it has none
+        or they disagree with the stored metrics (a damaged or edited file)."""
+        from bench.metrics import metrics_from_samples
+
+        samples = self.samples(record)
+        if samples is None:
+            raise BenchError(f"trial {record['trial_id']} ({record['method']} on {record['protocol']}/{record['dataset']}/"
+                             f"{record['partition']}) has no stored scores (written by an older version); re-run it "
+                             "with --force, or leave out --recompute")
+        summary, per_set = metrics_from_samples(samples)
+        if summary != record["metrics"] or per_set != record["ood_sets"]:
+            raise BenchError(f"the stored scores of trial {record['trial_id']} do not give its stored metrics; its files "
+                             f"in {self.out} were changed or damaged: re-run it with --force")
+        return {**record, "metrics": summary, "ood_sets": per_set}
+
+    def frame(self, per_ood_set: bool = False, recompute: bool = False):
+        """The newest records as a pandas DataFrame: one row per trial, or per (trial, OOD set). With `recompute`, the
+        metrics are computed again from each trial's stored scores (and must equal the stored ones)."""
         import pandas as pd
 
         rows = []
         for record in self.latest():
+            if recompute:
+                record = self.recomputed(record)
             base = {"trial_id": record["trial_id"], "data_key": record.get("data_key"),
                     **{key: record[key] for key in IDENTITY}, "overrides": _overrides(record), "aux": _aux(record),
                     "recipe_tables": tuple(record.get("recipe", {}).get("tables", ())),

@@ -158,7 +158,7 @@ def validation_metrics(method: MethodSpec, cell: Cell, settings) -> dict:
     (trial,), jobs = plan([validation_view(cell.task)], [method], [cell.seed], cell.scale, cell.overrides)
     for job in jobs.values():  # dependency order
         train_shared_model(job, settings)
-    record = run_trial(trial, settings, trial_id="validation")
+    record, _ = run_trial(trial, settings, trial_id="validation")
     return {**record["metrics"], "ood_sets": record["ood_sets"], "fit_s": record["timing"]["summary"]["fit_s"],
             "score_s": record["timing"]["summary"]["score_s"]}
 
