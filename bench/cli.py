@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import statistics
 import sys
@@ -315,12 +316,12 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _frame(args, per_ood_set: bool = False):
+def _frame(args, per_ood_set: bool = False, params: bool = False):
     from bench.reports import for_recipe
     from bench.store import ResultStore
 
-    frame = for_recipe(ResultStore(args.out).frame(per_ood_set=per_ood_set, recompute=getattr(args, "recompute", False)),
-                       _overrides(args))
+    frame = for_recipe(ResultStore(args.out).frame(per_ood_set=per_ood_set, recompute=getattr(args, "recompute", False),
+                                                   params=params), _overrides(args))
     if getattr(args, "aux", None) and not frame.empty:  # trials that trained on no auxiliary set stay
         frame = frame[frame["aux"].isna() | (frame["aux"] == args.aux)]
     for column in ("protocol", "scale"):
@@ -361,6 +362,32 @@ def cmd_compare(args) -> int:
         raise BenchError(f"--resamples must be at least 100 (got {args.resamples})")
     result = compare(_frame(args), args.a, args.b, args.metric, args.confidence, args.resamples, args.seed)
     print(format_comparison(result))
+    return 0
+
+
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+def cmd_export(args) -> int:
+    """One row per trial (or per trial and OOD set) with its metrics, times and method parameters."""
+    output = _output_file(args.output)
+    fmt = args.format or output.suffix.lstrip(".").lower()
+    if fmt not in EXPORT_FORMATS:
+        raise BenchError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)} (--format, or the "
+                         "--output file's suffix)")
+    frame = _frame(args, per_ood_set=args.per_ood_set, params=True)
+    if frame.empty:
+        raise BenchError(f"no results found in {args.out}; run `bench run ...` first, or pass --out to the folder it wrote")
+    frame = frame.drop(columns=["recipe_tables"]).assign(overrides=frame["overrides"].astype(str))
+    parameters = sorted(column for column in frame.columns if column.startswith("param."))
+    frame = frame[[column for column in frame.columns if column not in parameters] + parameters]
+    from bench.store import write_atomic
+
+    if fmt == "csv":
+        write_atomic(output, lambda handle: frame.to_csv(handle, index=False))
+    else:
+        write_atomic(output, lambda handle: frame.to_parquet(handle, index=False), mode="wb")
+    print(f"{len(frame)} rows ({'per trial and OOD set' if args.per_ood_set else 'per trial'}) -> {output}")
     return 0
 
 
@@ -520,6 +547,14 @@ def build_parser() -> argparse.ArgumentParser:
     _result_filters(comparer)
     comparer.set_defaults(handler=cmd_compare)
 
+    exporter = sub.add_parser("export", help="write the stored results as a table file, one row per trial (and per "
+                              "OOD set), with each method parameter as a column")
+    exporter.add_argument("--output", required=True, help="file to write, e.g. results.parquet or results.csv")
+    exporter.add_argument("--format", help="csv or parquet (default: the --output file's suffix)")
+    exporter.add_argument("--per-ood-set", action="store_true", help="one row per trial and OOD set")
+    _result_filters(exporter)
+    exporter.set_defaults(handler=cmd_export)
+
     board = sub.add_parser("leaderboard", help="markdown leaderboard ranked by mean AUROC")
     _result_filters(board)
     board.add_argument("--output", help="also write the markdown to this file")
@@ -545,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("bench.training").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if sys.stderr.isatty():  # progress bars for a user watching; never in CI logs or files (bench.progress)
+        os.environ.setdefault("BENCH_PROGRESS", "1")
     _STOPPED_BY.clear()
     handlers = {}
     if threading.current_thread() is threading.main_thread():

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from filelock import Timeout
 
-from bench import provenance
+from bench import progress, provenance
 from bench.data import DATASETS, data_root, load_split
 from bench.errors import BenchError
 from bench.method import FitContext, MethodSpec
@@ -482,7 +482,7 @@ class LocalExecutor:
                                                                if pair in outcomes)))
 
 
-FORWARDED_ENV = ("BENCH_DOWNLOAD", "BENCH_FEATURE_CACHE")  # read by jobs; every path goes through Settings instead
+FORWARDED_ENV = ("BENCH_DOWNLOAD", "BENCH_FEATURE_CACHE", "BENCH_PROGRESS")  # read by jobs; every path goes through Settings instead
 
 
 def runtime_env() -> dict:
@@ -845,8 +845,13 @@ def run(protocol: str, methods: list[MethodSpec], *, datasets=None, partitions=N
         finally:
             claims.release(outcome["trial_id"])
 
+    def finish_and_count(outcome: dict) -> None:
+        finish(outcome)
+        bar.update(1)
+
     try:
-        runner.run(todo, pending, settings, claims, finish)
+        with progress.counter(len(todo) + len(pending), "models and trials") as bar:
+            runner.run(todo, pending, settings, claims, finish_and_count)
     finally:
         claims.release_all()
     summary = {"trials": total, "ran": len(pending) - taken, "skipped": skipped + taken, "trained": len(todo)}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bench import progress
 from bench.data import load_split
 from bench.features import BATCH_SIZE
 from bench.metrics import metrics_from_samples
@@ -35,7 +36,7 @@ def load_validation(task: Task, settings, limit: int | None, seed: int):
 def _predict_all(method, images: torch.Tensor, device: torch.device, batch_size: int = BATCH_SIZE):
     """Scores and labels for all images, in batches; gradients are the method's business (ODIN needs them)."""
     scores, labels = [], []
-    for chunk in images.split(batch_size):
+    for chunk in progress.steps(images.split(batch_size), desc="scoring", unit="batch"):
         prediction = method.predict(to_float(chunk.to(device)))
         scores.append(prediction.score.float().cpu())
         labels.append(prediction.label.cpu())

@@ -571,9 +571,10 @@ class ResultStore:
                              f"in {self.out} were changed or damaged: re-run it with --force")
         return {**record, "metrics": summary, "ood_sets": per_set}
 
-    def frame(self, per_ood_set: bool = False, recompute: bool = False):
+    def frame(self, per_ood_set: bool = False, recompute: bool = False, params: bool = False):
         """The newest records as a pandas DataFrame: one row per trial, or per (trial, OOD set). With `recompute`, the
-        metrics are computed again from each trial's stored scores (and must equal the stored ones)."""
+        metrics are computed again from each trial's stored scores (and must equal the stored ones); with `params`,
+        each method parameter is a column `param.<name>` (a value that is no number, text or bool as its repr)."""
         import pandas as pd
 
         rows = []
@@ -585,6 +586,9 @@ class ResultStore:
                     "recipe_tables": tuple(record.get("recipe", {}).get("tables", ())),
                     "family": record.get("recipe", {}).get("family")}
             base.update(record["timing"]["summary"])
+            if params:
+                base.update({f"param.{name}": value if value is None or isinstance(value, (bool, int, float, str))
+                             else repr(value) for name, value in record.get("method_params", {}).items()})
             if per_ood_set:
                 for ood_set, metrics in record.get("ood_sets", {}).items():  # records before 98a7a3a have none
                     rows.append({**base, "ood_set": ood_set, **metrics, "accuracy": record["metrics"]["accuracy"]})

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from bench import progress
 from bench.data import ImageSet
 from bench.protocol import Task
 from bench.recipes import Recipe
@@ -110,7 +111,8 @@ def train_epochs(
     model.train()
     for epoch in range(stage.epochs):
         total, count = 0.0, 0
-        for index in shuffled_batches(len(inputs), stage.batch_size, generator, inputs.device):
+        for index in progress.steps(shuffled_batches(len(inputs), stage.batch_size, generator, inputs.device), steps,
+                                    f"{name} epoch {epoch + 1}/{stage.epochs}", "batch"):
             x = inputs[index]
             if transform is not None:
                 x = transform(x)

@@ -65,3 +65,25 @@ def test_changed_scores_or_missing_scores_are_one_line_errors(stored_run, tmp_pa
     assert "has no stored scores" in one_line_error(["table", "1", "--out", str(out), "--recompute"])
     with pytest.raises(BenchError, match="has no stored scores"):
         store.recomputed(record)
+
+
+def test_export_writes_a_row_per_trial_or_per_ood_set_with_parameters_as_columns(stored_run, tmp_path, capsys):
+    import pandas as pd
+
+    from bench.cli import main
+
+    assert main(["export", "--out", str(stored_run), "--output", str(tmp_path / "trials.parquet")]) == 0
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert sorted(trials["method"]) == ["energy", "softmax"] and {"auroc", "fpr95", "accuracy", "fit_s"} <= set(trials)
+    assert trials.set_index("method").loc["energy", "param.temperature"] == 1.0
+    assert (trials["param.net"] == "classifier").all() and list(trials.columns)[-2:] == ["param.net", "param.temperature"]
+    assert main(["export", "--out", str(stored_run), "--output", str(tmp_path / "sets.csv"), "--per-ood-set"]) == 0
+    sets = pd.read_csv(tmp_path / "sets.csv")
+    assert len(sets) == 2 and set(sets["ood_set"]) == {"unknown_classes"}
+    stored = ResultStore(stored_run).frame().set_index("method")["auroc"]
+    assert sets.set_index("method")["auroc"].to_dict() == pytest.approx(stored.to_dict(), abs=0)
+
+
+def test_export_refuses_an_unknown_format(stored_run, tmp_path, one_line_error):
+    assert "unknown export format 'xlsx'" in one_line_error(
+        ["export", "--out", str(stored_run), "--output", str(tmp_path / "x.xlsx")])
