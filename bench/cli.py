@@ -559,6 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     _result_filters(board)
     board.add_argument("--output", help="also write the markdown to this file")
     board.set_defaults(handler=cmd_leaderboard)
+
+    from bench.plots import add_plot_commands
+    from bench.report_html import add_report_command
+
+    add_plot_commands(sub)  # bench plot roc|scores|table3|partitions|samples
+    add_report_command(sub)  # bench report --html FILE
     return parser
 
 

@@ -154,7 +154,7 @@ def metrics_from_samples(samples: dict[str, dict[str, np.ndarray]]) -> tuple[dic
 
     `samples` maps "id_test" and each OOD set's name to arrays `score`, `label` (predicted class), `target`
     (true class, -1 where none) and `is_ood`. Images of an OOD set that are not OOD (SC-OOD's ID-labelled ones)
-    join the ID test images for that set's metrics. The summary averages each metric over the OOD sets and adds
+    join the ID test images for that set's metrics (`n_counted_as_id` says how many, when any). The summary averages each metric over the OOD sets and adds
     closed-set accuracy on the ID test set.
     """
     id_set = samples["id_test"]

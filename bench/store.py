@@ -489,7 +489,7 @@ class ResultStore:
             samples[str(name)] = {column: columns[column][rows] for column in SAMPLE_COLUMNS}
         return samples
 
-    def scores(self, **where) -> "pd.DataFrame":
+    def scores(self, **where):
         """Per-image results of the newest records (optionally those whose fields equal `where`, e.g. method="energy"),
         one row per (trial, test set, image): trial and task fields, `set`, `score`, `label`, `target`, `is_ood`."""
         import pandas as pd
