@@ -27,14 +27,17 @@ def _check_choices(metric: str, metrics: tuple[str, ...], spread: str, what: str
         raise BenchError(f"unknown spread {spread!r}; choose one of {', '.join(SPREADS)}")
 
 
-def _require(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    """The frame, unless it is empty or mixes two data definitions of one partition.
+def _require(frame: pd.DataFrame, where: str, metric: str | None = None) -> pd.DataFrame:
+    """The frame, unless it is empty, lacks `metric`, or mixes two data definitions of one partition.
 
     Two definitions of one partition (e.g. the two CIFAR+50s, or a run with a skipped OOD set
     beside a full one) cannot share a mean: the table is refused.
     """
     if frame.empty:
         raise BenchError(f"no results found in {where}; run `bench run ...` first, or pass --out to the folder it wrote")
+    if metric is not None and metric not in frame:
+        raise BenchError(f"the results in {where} have no {metric} (an older version wrote them); "
+                         "choose another metric or re-run them with --force")
     if "data_key" in frame:
         definitions = frame.dropna(subset=["data_key"]).groupby(["protocol", "dataset", "partition"])["data_key"].nunique()
         mixed = [f"{p}/{d}/{part}" for (p, d, part), count in definitions.items() if count > 1]
@@ -97,10 +100,7 @@ def table1(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None
            spread: str = "partitions") -> str:
     """One row per dataset, one column per method: mean ± std over partitions, in percent."""
     _check_choices(metric, PERCENT_METRICS, spread)
-    frame = _require(frame, where)
-    if metric not in frame:
-        raise BenchError(f"the results in {where} have no {metric} (an older version wrote them); "
-                         "choose another metric or re-run them with --force")
+    frame = _require(frame, where, metric)
     parts = _units(frame, metric, spread)
     order = _method_order(parts, methods)
     rows = []
@@ -123,10 +123,7 @@ def table_ood(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | N
               spread: str = "partitions") -> str:
     """One row per (dataset, OOD set), one column per method, as far-OOD papers report; needs a per-OOD-set frame."""
     _check_choices(metric, OOD_METRICS, spread, "OOD metric")
-    frame = _require(frame, where)
-    if metric not in frame:
-        raise BenchError(f"the results in {where} have no {metric} (an older version wrote them); "
-                         "choose another metric or re-run them with --force")
+    frame = _require(frame, where, metric)
     parts = _units(frame, metric, spread, by=("ood_set",))
     order = _method_order(parts, methods)
     rows = []
@@ -199,10 +196,7 @@ def table2(frame: pd.DataFrame, metric: str = "auroc", bases: list[str] | None =
     table: one row per dataset (mean ± std over partitions) and an average row.
     """
     _check_choices(metric, PERCENT_METRICS, spread)
-    frame = _require(frame, where)
-    if metric not in frame:
-        raise BenchError(f"the results in {where} have no {metric} (an older version wrote them); "
-                         "choose another metric or re-run them with --force")
+    frame = _require(frame, where, metric)
     parts = _units(frame, metric, spread)
     pairs = _fine_tuned_pairs(dict.fromkeys(parts["method"]))
     if not pairs:
