@@ -100,12 +100,15 @@ class Search:
 class OSRCIRecipe:
     gan: GanStage
     classifier: Stage  # C_K, one-vs-rest logistic loss; the K+1 classifier has its architecture
-    open_set: Stage  # the K+1 fine-tuning of a copy of C_K (arch and width unused)
+    open_set: Stage  # the K+1 fine-tuning of a copy of C_K: its arch and width are C_K's, so None here
     search: Search
     counterfactuals: int  # images made for the K+1 classifier
 
     def __post_init__(self):
         require(self, positive=("counterfactuals",))
+        if self.open_set.arch is not None or self.open_set.width is not None:
+            raise ValueError("open_set.arch and open_set.width must stay None: the K+1 classifier is a copy of C_K "
+                             "(set classifier.arch / classifier.width)")
 
 
 # paper: the reference's `params.json`, `start.sh` and optimiser defaults: batch 64, latent 64,
