@@ -92,7 +92,7 @@ def test_bad_names_and_types_are_one_line_errors(spec, message):
     ("classifier.epochs=0", "epochs must be > 0"),
     ("classifier.optimizer=rmsprop", "optimizer must be one of adam, sgd"),
     ("moodcat.generator.g_lr=-1", "g_lr must be > 0"),
-    ("osrci.open_set.arch=cnn9", "must stay None: the K+1 classifier is a copy of C_K"),
+    ("osrci.open_set.arch=cnn9", "must stay None: the K.1 classifier is a copy of C_K"),
     ("cac.low_lr.epochs=3", "low_lr is not used at this scale"),
     ("cmg.batch_size=-1", "batch_size must be > 0"),
 ])
