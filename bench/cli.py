@@ -150,7 +150,7 @@ def cmd_sweep(args) -> int:
                         gpus_per_trial=args.gpus_per_trial, provenance=provenance.driver(sys.argv))
     summary = sweep(args.protocol, methods[0], space, objective=args.objective, datasets=args.datasets,
                     partitions=args.partitions, seeds=args.seeds, scale=args.scale, overrides=overrides,
-                    address=args.address, search_seed=args.search_seed, settings=settings)
+                    address=args.address, search_seed=args.search_seed, aux=args.aux, settings=settings)
     objective = summary["objective"]
     tested = {(record["protocol"] + "/" + record["dataset"] + "/" + record["partition"], record["seed"], record["method"]):
               record for record in ResultStore(settings.resolved().out).latest() if record["scale"] == args.scale}
@@ -466,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "gets its own choice")
     sweeper.add_argument("--scale", default="demo", help="smoke | demo | paper (default: demo)")
     sweeper.add_argument("--recipe", action="append", metavar="OVERRIDES", help=RECIPE_HELP)
+    sweeper.add_argument("--aux", help="auxiliary outlier set instead of the protocol's, as for bench run")
     sweeper.add_argument("--out", default=DEFAULT_OUT, help=f"result folder (default: {DEFAULT_OUT}); the search is "
                          "kept under <out>/sweeps/")
     sweeper.add_argument("--cache", help="model cache folder (default: $BENCH_CACHE or ~/.cache/bench/models)")

@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.method import MethodSpec, literal_value, split_options
-from bench.protocol import PROTOCOLS, Task
+from bench.protocol import Task
 
 log = logging.getLogger(__name__)
 
@@ -208,22 +208,23 @@ def _best(rows: list[dict], objective: str) -> dict | None:
 
 def sweep(protocol: str, method: MethodSpec, space: SearchSpace, *, objective: str = "auroc", datasets=None,
           partitions=None, seeds=(0,), scale: str = "demo", overrides=(), address=None, search_seed: int = 0,
-          settings) -> dict:
+          aux: str | None = None, settings) -> dict:
     """Search `space` for `method` on every (task, seed) cell's validation data, then run each cell's best
-    configuration on its test sets. Returns the summary also written to `<out>/sweeps/<sweep id>.json`."""
+    configuration on its test sets (`aux`: another auxiliary set, as `bench run --aux`). Returns the summary also
+    written to `<out>/sweeps/<sweep id>.json`."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's older reporter honours verbose=0: bench logs instead
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV files per candidate
     import ray
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from bench.runner import start_ray, check_data, executor_for, plan, run, train_models
+    from bench.runner import check_data, executor_for, plan, protocol_tasks, run, start_ray, train_models
     from bench.store import ResultStore, Storage, content_key
 
     if objective not in OBJECTIVES:
         raise BenchError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     runner, settings = executor_for("ray", address, settings)
-    tasks = PROTOCOLS.get(protocol).tasks(datasets, partitions)
+    tasks = protocol_tasks(protocol, datasets, partitions, aux)
     views = [validation_view(task) for task in tasks]
     cells = [Cell(task, seed, scale, tuple(overrides)) for task in tasks for seed in seeds]
     base_trials, jobs = plan(views, [method], list(seeds), scale, tuple(overrides))
@@ -263,7 +264,7 @@ def sweep(protocol: str, method: MethodSpec, space: SearchSpace, *, objective: s
             by_cell = {(cell["task"], cell["seed"]): cell for cell in summary["cells"]}
             outcome = run(protocol, list({spec.label: spec for spec in chosen.values()}.values()), datasets=datasets,
                           partitions=partitions, seeds=seeds, scale=scale, overrides=overrides, executor="ray",
-                          address=address, settings=settings,
+                          address=address, settings=settings, aux=aux,
                           only=lambda trial: getattr(chosen.get((trial.task.name, trial.seed)), "label", None)
                           == trial.method.label,
                           annotate=lambda trial: {"selection": _selection(summary, by_cell[trial.task.name, trial.seed])})

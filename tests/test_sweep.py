@@ -133,3 +133,9 @@ def test_sweep_chooses_on_validation_runs_the_best_once_on_test_and_resumes(tmp_
     assert main(argv) == 0  # the same command resumes: the search is done and the trial is stored
     again = json.loads(summary_file.read_text())
     assert again["cells"][0]["candidates"] == cell["candidates"] and len(ResultStore(out).records()) == 1
+
+
+def test_an_aux_set_that_is_a_test_set_is_refused_by_a_sweep_too(one_line_error):
+    assert "is its test OOD set noise_gaussian" in one_line_error(
+        ["sweep", "--method", "knn", "--grid", "k=1,5", "--protocol", "far_fmnist", "--aux", "noise_gaussian",
+         "--scale", "smoke"])
