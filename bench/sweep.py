@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 OBJECTIVES = {"auroc": "max", "aupr_in": "max", "aupr_out": "max", "fpr95": "min", "fpr95_oodpos": "min"}
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+REPORTED = "validation/"  # what a candidate reports to Tune, apart from Tune's own fields
 _DISTRIBUTION = re.compile(r"^\s*([a-z]+)\s*\((.*)\)\s*$")
 
 
@@ -170,8 +171,8 @@ def _candidate(config: dict, *, method: MethodSpec, cells: list[Cell], settings)
     options = {name: value for name, value in config.items() if name != "cell"}
     metrics = validation_metrics(with_options(method, options), cells[config["cell"]], settings)
     per_set = metrics.pop("ood_sets")
-    tune.report({**metrics, **{f"{name}/{metric}": value for name, values in per_set.items()
-                               for metric, value in values.items()}})
+    flat = {**metrics, **{f"{name}/{metric}": value for name, values in per_set.items() for metric, value in values.items()}}
+    tune.report({REPORTED + name: value for name, value in flat.items()})
 
 
 def _progress(total: int, objective: str, cells: list[Cell], method: MethodSpec):
@@ -187,7 +188,7 @@ def _progress(total: int, objective: str, cells: list[Cell], method: MethodSpec)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             Progress.done += 1
-            value = (trial.last_result or {}).get(objective, float("nan"))
+            value = (trial.last_result or {}).get(REPORTED + objective, float("nan"))
             log.info("[%d/%d] %s  validation %s %.4f", Progress.done, total, self._name(trial), objective, value)
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -285,9 +286,7 @@ def _candidates(results, method: MethodSpec, space: SearchSpace) -> list[dict]:
         options = {name: result.config[name] for name in space.options}
         metrics = None
         if result.error is None and result.metrics:
-            metrics = {name: value for name, value in result.metrics.items()
-                       if isinstance(value, (int, float)) and not name.startswith(("time", "timestamp", "training_"))
-                       and name not in ("pid", "done", "iterations_since_restore")}
+            metrics = {name[len(REPORTED):]: value for name, value in result.metrics.items() if name.startswith(REPORTED)}
         rows.append({"cell": result.config["cell"], "options": options, "label": with_options(method, options).label,
                      "metrics": metrics, "error": None if result.error is None else str(result.error).strip()[-500:],
                      "order": order})
