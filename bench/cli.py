@@ -174,12 +174,11 @@ def cmd_sweep(args) -> int:
 
 def cmd_samples(args) -> int:
     from bench.evaluation import single_task
-    from bench.runner import Settings
-    from bench.samples import draw, save_grid
+    from bench.samples import draw, sample_settings, save_grid
 
     output = _output_file(args.output)
     task = single_task(args.protocol, args.dataset, args.partition)
-    settings = Settings(out="unused", cache=args.cache, data_root=args.data_root, gpus_per_trial=0).resolved()
+    settings = sample_settings(args.cache, args.data_root)
     images = draw(args.model, task, args.scale, _overrides(args), args.seed, args.count, settings, args.sample_seed)
     save_grid(images, output)
     print(f"{len(images)} images from {args.model} ({task.name}, seed {args.seed}, {args.scale}) -> {output}")

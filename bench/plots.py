@@ -402,12 +402,6 @@ GENERATORS: dict[str, Generated] = {
 }
 
 
-def sample_settings(cache: str | None, data_root: str | None):
-    from bench.runner import Settings
-
-    return Settings(out="unused", cache=cache, data_root=data_root, gpus_per_trial=0).resolved()
-
-
 # --- the commands ---------------------------------------------------------------------------------------------------
 
 def _store(args):
@@ -474,6 +468,7 @@ def cmd_partitions(args) -> int:
 def cmd_samples(args) -> int:
     from bench.cli import _overrides
     from bench.evaluation import single_task
+    from bench.samples import sample_settings
 
     if args.generator not in GENERATORS:
         raise BenchError(f"unknown generator {args.generator!r}; choose one of {', '.join(GENERATORS)}")

@@ -207,7 +207,7 @@ def build_report(args) -> tuple[str, list[Section]]:
 
     from bench import provenance
     from bench.cli import _frame, _overrides
-    from bench.plots import sample_settings
+    from bench.samples import sample_settings
     from bench.reports import _require
     from bench.store import ResultStore
 

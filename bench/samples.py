@@ -16,6 +16,13 @@ from bench.protocol import Task
 from bench.shared import SHARED_MODELS
 
 
+def sample_settings(cache: str | None, data_root: str | None):
+    """Settings for drawing from cached models on this machine's CPU (nothing is written to a result store)."""
+    from bench.runner import Settings
+
+    return Settings(out="unused", cache=cache, data_root=data_root, gpus_per_trial=0).resolved()
+
+
 def generative_kinds() -> list[str]:
     return [kind for kind, model in SHARED_MODELS.items() if model.samples is not None]
 
