@@ -203,9 +203,7 @@ def _validation(protocol, id_train: DataRef) -> dict:
     """The Task fields for a protocol's validation data: ID training ref without the hold-out, the held-out
     ref, and the validation OOD sets fitted to the ID images' shape."""
     train, val = id_train.split_off(protocol.id_validation)
-    to_id_shape = Preprocess.to_shape(id_train.image_shape())
-    ood_vals = {name: ref if ref.preprocess else replace(ref, preprocess=to_id_shape)
-                for name, ref in protocol.validation_ood.items()}
+    ood_vals = {name: _fitted(ref, id_train.image_shape()) for name, ref in protocol.validation_ood.items()}
     return {"id_train": train, "id_val": val, "ood_vals": ood_vals}
 
 
@@ -311,7 +309,7 @@ class FarOODProtocol:
         tasks = []
         for name in _check_choice(self.name, self.datasets, datasets, partitions, self.partition_names):
             setup = self.datasets[name]
-            to_id_shape = Preprocess.to_shape(setup.id_train.image_shape())
+            id_shape = setup.id_train.image_shape()
             classes = setup.id_train.classes
             tasks.append(Task(
                 protocol=self.name,
@@ -319,10 +317,9 @@ class FarOODProtocol:
                 partition=self.partition,
                 **_validation(self, setup.id_train),
                 id_test=setup.id_test,
-                ood_tests={ood: ref if ref.preprocess else replace(ref, preprocess=to_id_shape)
-                           for ood, ref in setup.ood_tests.items()},
+                ood_tests={ood: _fitted(ref, id_shape) for ood, ref in setup.ood_tests.items()},
                 num_classes=len(classes) if classes else DATASETS.get(setup.id_train.dataset).num_classes,
-                extra_train=_fitted(setup.extra_train, setup.id_train.image_shape()),
+                extra_train=_fitted(setup.extra_train, id_shape),
             ))
         return tasks
 

@@ -42,7 +42,7 @@ from bench.errors import BenchError
 from bench.method import FitContext, MethodSpec
 from bench.protocol import PROTOCOLS, DataRef, Task
 from bench.recipes import Override, Recipe, describe_part, recipe_for
-from bench.shared import SHARED_MODELS, uses_aux
+from bench.shared import SHARED_MODELS, model_closure, uses_aux
 from bench.scoring import load_ref, load_validation, score_task
 from bench.training import TrainInputs
 from bench.store import PROJECT_PACKAGES, ModelCache, ResultStore, cache_location, code_hash, content_key, is_url, resolve
@@ -131,21 +131,11 @@ def task_recipe(task: Task, scale: str, overrides: tuple[Override, ...] = ()) ->
     return recipe_for(scale, task.image_shape, augment=source.train_augment, overrides=overrides)
 
 
-def _model_closure(kinds) -> list[str]:
-    closure, pending = [], list(kinds)
-    while pending:
-        kind = pending.pop()
-        if kind not in closure:
-            closure.append(kind)
-            pending.extend(SHARED_MODELS.get(kind).requires)
-    return closure
-
-
 def model_job_for(kind: str, task: Task, recipe: Recipe, seed: int, jobs: dict) -> tuple[str, str]:
     """(kind, key) of the shared model of `kind` for a task, recipe and seed; its job and those of the models it is
     built from are added to `jobs` (in dependency order), each with only the overrides that reach its parts."""
     spec = SHARED_MODELS.get(kind)
-    recipe, _ = recipe.narrowed(*(SHARED_MODELS.get(k).recipe_part for k in _model_closure([kind])))
+    recipe, _ = recipe.narrowed(*(SHARED_MODELS.get(k).recipe_part for k in model_closure([kind])))
     deps = tuple(model_job_for(dep, task, recipe, seed, jobs) for dep in spec.requires)
     key = spec.key(task, recipe, seed, dict(deps))
     jobs.setdefault((kind, key), ModelJob(kind, key, task, recipe, seed, deps))
@@ -168,7 +158,7 @@ def plan(tasks: list[Task], methods: list[MethodSpec], seeds: list[int], scale: 
             if task.extra_train is None and uses_aux(kinds):
                 raise BenchError(f"{method.label} trains on auxiliary outlier data and protocol {task.protocol} names "
                                  "none for its tasks; give one with --aux NAME (e.g. --aux natural_patches)")
-            parts = (method.build().recipe_part, *(SHARED_MODELS.get(k).recipe_part for k in _model_closure(kinds)))
+            parts = (method.build().recipe_part, *(SHARED_MODELS.get(k).recipe_part for k in model_closure(kinds)))
             recipe, tables = full.narrowed(*parts)
             for seed in seeds:
                 models = tuple(model_job_for(kind, task, recipe, seed, jobs) for kind in kinds)

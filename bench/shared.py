@@ -61,18 +61,20 @@ def register_shared_model(model: SharedModel) -> SharedModel:
     return SHARED_MODELS.register(model.kind, model)
 
 
-def uses_aux(kinds) -> bool:
-    """Whether any of these shared models, or one they are built from, trains on the auxiliary set."""
-    pending, seen = list(kinds), set()
+def model_closure(kinds) -> list[str]:
+    """These shared models and every model they are built from, each once."""
+    closure, pending = [], list(kinds)
     while pending:
         kind = pending.pop()
-        if kind not in seen:
-            seen.add(kind)
-            spec = SHARED_MODELS.get(kind)
-            if spec.aux:
-                return True
-            pending.extend(spec.requires)
-    return False
+        if kind not in closure:
+            closure.append(kind)
+            pending.extend(SHARED_MODELS.get(kind).requires)
+    return closure
+
+
+def uses_aux(kinds) -> bool:
+    """Whether any of these shared models, or one they are built from, trains on the auxiliary set."""
+    return any(SHARED_MODELS.get(kind).aux for kind in model_closure(kinds))
 
 
 def network_kinds() -> list[str]:
