@@ -26,6 +26,7 @@ import sys
 import pandas as pd
 from tabulate import tabulate
 
+from bench.compare import compare
 from bench.method import parse_methods
 from bench.recipes import parse_overrides
 from bench.reports import for_recipe
@@ -79,6 +80,15 @@ def stable_step(before: pd.Series, after: pd.Series, tolerance: float, margin: f
     return shift, swaps
 
 
+def paired_change(frames: dict[str, pd.DataFrame], method: str, first: str, second: str) -> str:
+    """`method` at `second` minus at `first`, paired by cell, as "+1.2 [-0.3, +2.5]" (points of AUROC)."""
+    both = pd.concat([frames[name][frames[name]["method"] == method].assign(method=name) for name in (first, second)])
+    result = compare(both, second, first)
+    if result.ci_low is None:
+        return f"{result.mean_difference * 100:+.1f}"
+    return f"{result.mean_difference * 100:+.1f} [{result.ci_low * 100:+.1f}, {result.ci_high * 100:+.1f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--point", action="append", required=True,
@@ -98,12 +108,15 @@ def main() -> None:
 
     points = [item.partition("=")[::2] for item in args.point]
     labels = [spec.label for spec in parse_methods(args.methods)]
-    means, accuracy, costs = {}, {}, {}
+    means, accuracy, costs, frames = {}, {}, {}, {}
     for name, overrides in points:
         if not args.report_only:
             run_point(args, overrides)
         frame = for_recipe(ResultStore(args.out).frame(), parse_overrides([overrides] if overrides else []))
         frame = frame[(frame["protocol"] == "setting1") & (frame["scale"] == args.scale) & frame["method"].isin(labels)]
+        if frame.empty:
+            sys.exit(f"no {args.scale} results of point {name} in {args.out}: run it first (without --report-only)")
+        frames[name] = frame
         means[name], accuracy[name], own = summarise(frame)
         costs[name] = (own + shared_seconds(args.out, set(frame["trial_id"]))) / 60
 
@@ -123,6 +136,12 @@ def main() -> None:
     print(tabulate(rows, headers=["step", "largest mean change", f"swaps (gap > {args.swap_margin:g})", "stable"],
                    tablefmt="github"))
     print(f"\nreference: {chosen or 'none of these points: train longer'}")
+    print("\nChange of each method's AUROC per step, paired over the (partition, seed) cells both points ran "
+          "(mean, 95% bootstrap CI): a change whose interval holds 0 may be seed noise\n")
+    steps = list(itertools.pairwise(name for name, _ in points))
+    rows = [[method, *(paired_change(frames, method, first, second) for first, second in steps)]
+            for method in table.index if method in frames[points[0][0]]["method"].values]
+    print(tabulate(rows, headers=["method", *(f"{a} -> {b}" for a, b in steps)], tablefmt="github"))
 
 
 if __name__ == "__main__":

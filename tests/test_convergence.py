@@ -1,0 +1,42 @@
+"""The convergence study's criterion (benchmarks/convergence.py), on hand-made ladder points."""
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "convergence.py"
+
+
+@pytest.fixture(scope="module")
+def convergence():
+    spec = importlib.util.spec_from_file_location("convergence", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_step_is_stable_only_without_large_moves_or_swaps(convergence):
+    before = pd.Series({"a": 70.0, "b": 65.0, "c": 64.0})
+    # c passes b, but they were 1 point apart and are 1 point apart: not a swap beyond the 2-point margin.
+    shift, swaps = convergence.stable_step(before, pd.Series({"a": 70.5, "b": 64.5, "c": 65.5}), 1.0, 2.0)
+    assert shift == pytest.approx(1.5) and swaps == []
+    # b passes a: 5 points behind, then 1 ahead -> a swap of methods more than 2 points apart.
+    shift, swaps = convergence.stable_step(before, pd.Series({"a": 69.0, "b": 70.0, "c": 64.0}), 1.0, 2.0)
+    assert shift == pytest.approx(5.0) and swaps == ["a/b (+5.0 -> -1.0)"]
+
+
+def test_the_change_of_a_method_is_paired_by_cell(convergence):
+    def point(values):
+        return pd.DataFrame([{"protocol": "setting1", "dataset": "fashion_mnist", "partition": partition, "seed": seed,
+                              "method": "energy", "auroc": value}
+                             for (partition, seed), value in values.items()])
+
+    cells = [("0-5", 0), ("0-5", 1), ("1-6", 0), ("1-6", 1)]
+    first = point(dict(zip(cells, [0.60, 0.70, 0.80, 0.90])))
+    second = point(dict(zip(cells, [0.62, 0.71, 0.83, 0.90])))  # +2, +1, +3, 0 points: mean +1.5
+    text = convergence.paired_change({"e8": first, "e16": second}, "energy", "e8", "e16")
+    mean, interval = text.split(" ", 1)
+    assert mean == "+1.5"
+    low, high = (float(value) for value in interval.strip("[]").split(", "))
+    assert 0.0 <= low <= 1.5 <= high <= 3.0
