@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--scale", default="demo")
     parser.add_argument("--partitions")
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="0", help="comma list: the seeds run, and the only ones summarised")
     parser.add_argument("--out", default="results/convergence")
     parser.add_argument("--cache")
     parser.add_argument("--executor", default="ray")
@@ -108,12 +108,14 @@ def main() -> None:
 
     points = [item.partition("=")[::2] for item in args.point]
     labels = [spec.label for spec in parse_methods(args.methods)]
+    seeds = [int(seed) for seed in args.seeds.split(",")]  # every point is summarised over these seeds only
     means, accuracy, costs, frames = {}, {}, {}, {}
     for name, overrides in points:
         if not args.report_only:
             run_point(args, overrides)
         frame = for_recipe(ResultStore(args.out).frame(), parse_overrides([overrides] if overrides else []))
-        frame = frame[(frame["protocol"] == "setting1") & (frame["scale"] == args.scale) & frame["method"].isin(labels)]
+        frame = frame[(frame["protocol"] == "setting1") & (frame["scale"] == args.scale) & frame["method"].isin(labels)
+                      & frame["seed"].isin(seeds)]
         if frame.empty:
             sys.exit(f"no {args.scale} results of point {name} in {args.out}: run it first (without --report-only)")
         frames[name] = frame
