@@ -68,6 +68,16 @@ def shared_seconds(out: str, trial_ids: set[str]) -> float:
     return sum(seen.values())
 
 
+def point_table(means: dict, accuracy: dict, costs: dict) -> pd.DataFrame:
+    """Methods x points of mean AUROC, then the classifier's accuracy (read from softmax, when it ran) and cost."""
+    table = pd.DataFrame(means).round(1)
+    accuracy = pd.DataFrame(accuracy)
+    if "softmax" in accuracy.index:
+        table.loc["(accuracy, classifier)"] = accuracy.loc["softmax"].round(1)
+    table.loc["(cost, core-minutes)"] = pd.Series(costs).round(1)
+    return table
+
+
 def stable_step(before: pd.Series, after: pd.Series, tolerance: float, margin: float) -> tuple[float, list[str]]:
     """Largest change of a method's mean, and the pairs that swap although they differ by > margin."""
     common = before.index.intersection(after.index)
@@ -122,10 +132,7 @@ def main() -> None:
         means[name], accuracy[name], own = summarise(frame)
         costs[name] = (own + shared_seconds(args.out, set(frame["trial_id"]))) / 60
 
-    table = pd.DataFrame(means).round(1)
-    table.loc["(accuracy, classifier)"] = pd.DataFrame(accuracy).loc["softmax"].round(1) \
-        if "softmax" in pd.DataFrame(accuracy).index else None
-    table.loc["(cost, core-minutes)"] = pd.Series(costs).round(1)
+    table = point_table(means, accuracy, costs)
     print("Mean AUROC (%) over partitions per ladder point\n")
     print(tabulate(table, headers=["method", *table.columns], tablefmt="github"))
     print("\nLadder steps\n")

@@ -40,3 +40,14 @@ def test_the_change_of_a_method_is_paired_by_cell(convergence):
     assert mean == "+1.5"
     low, high = (float(value) for value in interval.strip("[]").split(", "))
     assert 0.0 <= low <= 1.5 <= high <= 3.0
+
+
+def test_the_accuracy_row_appears_only_when_softmax_ran(convergence):
+    means = {"e8": pd.Series({"cmg_e": 64.6}), "e16": pd.Series({"cmg_e": 66.6})}
+    costs = {"e8": 10.0, "e16": 20.0}
+    without = convergence.point_table(means, {"e8": pd.Series({"cmg_e": 0.9}), "e16": pd.Series({"cmg_e": 0.9})},
+                                      costs)
+    assert list(without.index) == ["cmg_e", "(cost, core-minutes)"]
+    with_softmax = convergence.point_table({**means}, {"e8": pd.Series({"softmax": 90.5}),
+                                                       "e16": pd.Series({"softmax": 91.4})}, costs)
+    assert with_softmax.loc["(accuracy, classifier)"].tolist() == [90.5, 91.4]
