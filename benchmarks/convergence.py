@@ -58,10 +58,10 @@ def summarise(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, float]:
     return means, accuracy, own
 
 
-def shared_seconds(out: str, trial_ids: set[str]) -> float:
+def shared_seconds(records: list[dict], trial_ids: set[str]) -> float:
     """Training time of every distinct shared model the trials used (each counted once)."""
     seen: dict[str, float] = {}
-    for record in ResultStore(out).records():
+    for record in records:
         if record["trial_id"] in trial_ids:
             for item in record["timing"]["shared_models"].values():
                 seen[item["key"]] = item["train_seconds"]
@@ -119,18 +119,21 @@ def main() -> None:
     points = [item.partition("=")[::2] for item in args.point]
     labels = [spec.label for spec in parse_methods(args.methods)]
     seeds = [int(seed) for seed in args.seeds.split(",")]  # every point is summarised over these seeds only
+    if not args.report_only:
+        for _, overrides in points:
+            run_point(args, overrides)
+    store = ResultStore(args.out)
+    results, records = store.frame(), list(store.records())  # read once for every point
     means, accuracy, costs, frames = {}, {}, {}, {}
     for name, overrides in points:
-        if not args.report_only:
-            run_point(args, overrides)
-        frame = for_recipe(ResultStore(args.out).frame(), parse_overrides([overrides] if overrides else []))
+        frame = for_recipe(results, parse_overrides([overrides] if overrides else []))
         frame = frame[(frame["protocol"] == "setting1") & (frame["scale"] == args.scale) & frame["method"].isin(labels)
                       & frame["seed"].isin(seeds)]
         if frame.empty:
             sys.exit(f"no {args.scale} results of point {name} in {args.out}: run it first (without --report-only)")
         frames[name] = frame
         means[name], accuracy[name], own = summarise(frame)
-        costs[name] = (own + shared_seconds(args.out, set(frame["trial_id"]))) / 60
+        costs[name] = (own + shared_seconds(records, set(frame["trial_id"]))) / 60
 
     table = point_table(means, accuracy, costs)
     print("Mean AUROC (%) over partitions per ladder point\n")

@@ -48,6 +48,6 @@ def test_the_accuracy_row_appears_only_when_softmax_ran(convergence):
     without = convergence.point_table(means, {"e8": pd.Series({"cmg_e": 0.9}), "e16": pd.Series({"cmg_e": 0.9})},
                                       costs)
     assert list(without.index) == ["cmg_e", "(cost, core-minutes)"]
-    with_softmax = convergence.point_table({**means}, {"e8": pd.Series({"softmax": 90.5}),
+    with_softmax = convergence.point_table(means, {"e8": pd.Series({"softmax": 90.5}),
                                                        "e16": pd.Series({"softmax": 91.4})}, costs)
     assert with_softmax.loc["(accuracy, classifier)"].tolist() == [90.5, 91.4]
