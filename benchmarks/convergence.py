@@ -6,7 +6,9 @@ then prints, per method, the mean AUROC over partitions at every point, the cost
 point, and for every step of the ladder the largest change of a method's mean and the pairs
 of methods that swap order although their means differ by more than `--swap-margin` points.
 The reference recipe is the cheapest point whose next doubling changes no mean by more than
-`--tolerance` and swaps no such pair.
+`--tolerance` and swaps no such pair. A step whose paired change of some method is too noisy to
+tell (a 95% interval wider than +-`--swap-margin`) is "undecided": it needs more seeds, not more
+training, and is never chosen.
 
     python benchmarks/convergence.py --out results/convergence --cache ~/.cache/bench/models \
         --point e4=classifier.epochs=4,cvae.epochs=4,cac.stage.epochs=4 \
@@ -26,7 +28,7 @@ import sys
 import pandas as pd
 from tabulate import tabulate
 
-from bench.compare import compare
+from bench.compare import Comparison, compare
 from bench.method import parse_methods
 from bench.recipes import parse_overrides
 from bench.reports import for_recipe
@@ -90,13 +92,29 @@ def stable_step(before: pd.Series, after: pd.Series, tolerance: float, margin: f
     return shift, swaps
 
 
-def paired_change(frames: dict[str, pd.DataFrame], method: str, first: str, second: str) -> str:
-    """`method` at `second` minus at `first`, paired by cell, as "+1.2 [-0.3, +2.5]" (points of AUROC)."""
+def paired_change(frames: dict[str, pd.DataFrame], method: str, first: str, second: str) -> Comparison:
+    """`method` at `second` minus at `first`, paired by (partition, seed) cell, with a bootstrap interval."""
     both = pd.concat([frames[name][frames[name]["method"] == method].assign(method=name) for name in (first, second)])
-    result = compare(both, second, first)
+    return compare(both, second, first)
+
+
+def format_change(result: Comparison) -> str:
+    """"+1.2 [-0.3, +2.5]": points of AUROC."""
     if result.ci_low is None:
         return f"{result.mean_difference * 100:+.1f}"
     return f"{result.mean_difference * 100:+.1f} [{result.ci_low * 100:+.1f}, {result.ci_high * 100:+.1f}]"
+
+
+def step_verdict(shift: float, swaps: list[str], changes: list[Comparison], tolerance: float, margin: float) -> str:
+    """"no" when a mean moves by more than the tolerance or two methods swap; "undecided" when the means
+    pass but some method's change is measured too loosely to rule out a swap-sized move (its interval's
+    half-width exceeds the swap margin, or there is no interval); else "yes"."""
+    if shift > tolerance or swaps:
+        return "no"
+    for result in changes:
+        if result.ci_low is None or (result.ci_high - result.ci_low) * 100 / 2 > margin:
+            return "undecided"
+    return "yes"
 
 
 def main() -> None:
@@ -138,21 +156,24 @@ def main() -> None:
     table = point_table(means, accuracy, costs)
     print("Mean AUROC (%) over partitions per ladder point\n")
     print(tabulate(table, headers=["method", *table.columns], tablefmt="github"))
+    steps = list(itertools.pairwise(name for name, _ in points))
+    methods = [method for method in table.index if method in frames[points[0][0]]["method"].values]
+    changes = {(method, step): paired_change(frames, method, *step) for method in methods for step in steps}
     print("\nLadder steps\n")
     rows, chosen = [], None
-    for (first, _), (second, _) in itertools.pairwise(points):
+    for first, second in steps:
         shift, swaps = stable_step(means[first], means[second], args.tolerance, args.swap_margin)
-        stable = shift <= args.tolerance and not swaps
-        chosen = chosen or (first if stable else None)
-        rows.append([f"{first} -> {second}", f"{shift:.1f}", "; ".join(swaps) or "none", "yes" if stable else "no"])
+        verdict = step_verdict(shift, swaps, [changes[method, (first, second)] for method in methods],
+                               args.tolerance, args.swap_margin)
+        chosen = chosen or (first if verdict == "yes" else None)
+        rows.append([f"{first} -> {second}", f"{shift:.1f}", "; ".join(swaps) or "none", verdict])
     print(tabulate(rows, headers=["step", "largest mean change", f"swaps (gap > {args.swap_margin:g})", "stable"],
                    tablefmt="github"))
-    print(f"\nreference: {chosen or 'none of these points: train longer'}")
+    print(f"\nreference: {chosen or 'none of these points: train longer, or add seeds where a step is undecided'}")
     print("\nChange of each method's AUROC per step, paired over the (partition, seed) cells both points ran "
-          "(mean, 95% bootstrap CI): a change whose interval holds 0 may be seed noise\n")
-    steps = list(itertools.pairwise(name for name, _ in points))
-    rows = [[method, *(paired_change(frames, method, first, second) for first, second in steps)]
-            for method in table.index if method in frames[points[0][0]]["method"].values]
+          "(mean, 95% bootstrap CI): a change whose interval holds 0 may be seed noise; one whose interval is "
+          f"wider than +-{args.swap_margin:g} leaves its step undecided\n")
+    rows = [[method, *(format_change(changes[method, step]) for step in steps)] for method in methods]
     print(tabulate(rows, headers=["method", *(f"{a} -> {b}" for a, b in steps)], tablefmt="github"))
 
 

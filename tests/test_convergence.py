@@ -1,5 +1,6 @@
 """The convergence study's criterion (benchmarks/convergence.py), on hand-made ladder points."""
 import importlib.util
+from types import SimpleNamespace
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +36,7 @@ def test_the_change_of_a_method_is_paired_by_cell(convergence):
     cells = [("0-5", 0), ("0-5", 1), ("1-6", 0), ("1-6", 1)]
     first = point(dict(zip(cells, [0.60, 0.70, 0.80, 0.90])))
     second = point(dict(zip(cells, [0.62, 0.71, 0.83, 0.90])))  # +2, +1, +3, 0 points: mean +1.5
-    text = convergence.paired_change({"e8": first, "e16": second}, "energy", "e8", "e16")
+    text = convergence.format_change(convergence.paired_change({"e8": first, "e16": second}, "energy", "e8", "e16"))
     mean, interval = text.split(" ", 1)
     assert mean == "+1.5"
     low, high = (float(value) for value in interval.strip("[]").split(", "))
@@ -51,3 +52,18 @@ def test_the_accuracy_row_appears_only_when_softmax_ran(convergence):
     with_softmax = convergence.point_table(means, {"e8": pd.Series({"softmax": 90.5}),
                                                        "e16": pd.Series({"softmax": 91.4})}, costs)
     assert with_softmax.loc["(accuracy, classifier)"].tolist() == [90.5, 91.4]
+
+
+def test_a_step_too_noisy_to_measure_is_undecided_not_stable(convergence):
+    def change(low, high):
+        if low is None:
+            return SimpleNamespace(ci_low=None, ci_high=None)
+        return SimpleNamespace(ci_low=low / 100, ci_high=high / 100)
+
+    tight, loose = change(-1.0, 1.6), change(-2.9, 4.3)  # half-widths 1.3 and 3.6 points
+    assert convergence.step_verdict(0.6, [], [tight], 1.0, 2.0) == "yes"
+    assert convergence.step_verdict(0.6, [], [tight, loose], 1.0, 2.0) == "undecided"
+    assert convergence.step_verdict(0.6, [], [change(None, None)], 1.0, 2.0) == "undecided"  # one cell: no interval
+    # A move beyond the tolerance or a swap is decided whatever the noise.
+    assert convergence.step_verdict(2.8, [], [loose], 1.0, 2.0) == "no"
+    assert convergence.step_verdict(0.5, ["a/b (+3.0 -> -1.0)"], [tight], 1.0, 2.0) == "no"
