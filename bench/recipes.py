@@ -142,10 +142,8 @@ class Recipe:
         entry = table.entry(self.family, self.scale)
         if dataset_choices:
             entry = replace(entry, **dataset_choices)
-        for override in self.overrides:
-            if override.table == table.name:
-                entry = _set(entry, override.path, override.value, override)
-        return entry
+        mine = [o for o in self.overrides if o.table == table.name]
+        return _apply(entry, mine) if mine else entry
 
     def tables_read(self, *part_functions) -> list[str]:
         """The recipe tables the given recipe-part functions read: which overrides can touch them."""
@@ -163,9 +161,12 @@ class Recipe:
         tables = self.tables_read(*part_functions)
         reached = [o for o in self.overrides if o.table in tables]
 
-        def parts(overrides) -> list:
+        def parts(overrides) -> list | None:
             probe = replace(self, overrides=tuple(overrides))
-            return [describe_part(part(probe)) for part in part_functions]
+            try:
+                return [describe_part(part(probe)) for part in part_functions]
+            except BenchError:  # invalid without the dropped override (a field checked against it): it matters
+                return None
 
         full = parts(reached)
         effective = tuple(o for o in reached if parts(x for x in reached if x is not o) != full)
@@ -181,18 +182,27 @@ class Recipe:
         return {**plain, "overrides": overrides_text(self.overrides)}
 
 
-def _set(entry: Any, path: tuple[str, ...], value: Any, override: Override) -> Any:
-    head, rest = path[0], path[1:]
-    current = getattr(entry, head)
-    if rest:
-        if current is None:
-            raise BenchError(f"--recipe {override}: {'.'.join(path[:1])} is not used at this scale, so it has no "
-                             f"{'.'.join(rest)} to set")
-        value = _set(current, rest, value, override)
+def _apply(entry: Any, overrides: list[Override], depth: int = 0) -> Any:
+    """`entry` with every override set at once: fields checked against each other (MCD's
+    pretrain_epochs below stage.epochs) are checked after all of them are set, in any order."""
+    changes = {}
+    for head in dict.fromkeys(o.path[depth] for o in overrides):
+        here = [o for o in overrides if o.path[depth] == head]
+        nested = [o for o in here if len(o.path) > depth + 1]
+        value = getattr(entry, head)
+        for override in here:
+            if len(override.path) == depth + 1:
+                value = override.value
+        if nested:
+            if value is None:
+                raise BenchError(f"--recipe {nested[0]}: {'.'.join(nested[0].path[:depth + 1])} is not used at this "
+                                 f"scale, so it has no {'.'.join(nested[0].path[depth + 1:])} to set")
+            value = _apply(value, nested, depth + 1)
+        changes[head] = value
     try:
-        return replace(entry, **{head: value})
+        return replace(entry, **changes)
     except ValueError as err:
-        raise BenchError(f"--recipe {override}: {err}") from None
+        raise BenchError(f"--recipe {overrides_text(overrides)}: {err}") from None
 
 
 def overrides_text(overrides) -> str:

@@ -71,11 +71,19 @@ def shared_seconds(records: list[dict], trial_ids: set[str]) -> float:
 
 
 def point_table(means: dict, accuracy: dict, costs: dict) -> pd.DataFrame:
-    """Methods x points of mean AUROC, then the classifier's accuracy (read from softmax, when it ran) and cost."""
+    """Methods x points of mean AUROC, then closed-set accuracies and the cost.
+
+    Accuracy rows: the classifier's (read from softmax, when it ran), and that of every method whose
+    accuracy differs from it at some point: those that train or fine-tune a network of their own.
+    """
     table = pd.DataFrame(means).round(1)
-    accuracy = pd.DataFrame(accuracy)
-    if "softmax" in accuracy.index:
-        table.loc["(accuracy, classifier)"] = accuracy.loc["softmax"].round(1)
+    accuracy = pd.DataFrame(accuracy).round(1)
+    classifier = accuracy.loc["softmax"] if "softmax" in accuracy.index else None
+    if classifier is not None:
+        table.loc["(accuracy, classifier)"] = classifier
+    for method in accuracy.index.drop("softmax", errors="ignore"):
+        if classifier is None or not accuracy.loc[method].equals(classifier):
+            table.loc[f"(accuracy, {method})"] = accuracy.loc[method]
     table.loc["(cost, core-minutes)"] = pd.Series(costs).round(1)
     return table
 

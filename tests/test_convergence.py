@@ -43,15 +43,19 @@ def test_the_change_of_a_method_is_paired_by_cell(convergence):
     assert 0.0 <= low <= 1.5 <= high <= 3.0
 
 
-def test_the_accuracy_row_appears_only_when_softmax_ran(convergence):
-    means = {"e8": pd.Series({"cmg_e": 64.6}), "e16": pd.Series({"cmg_e": 66.6})}
+def test_accuracy_rows_show_the_classifier_and_every_network_of_a_methods_own(convergence):
+    means = {"e8": pd.Series({"cmg_e": 64.6, "energy": 66.0}), "e16": pd.Series({"cmg_e": 66.6, "energy": 67.0})}
     costs = {"e8": 10.0, "e16": 20.0}
-    without = convergence.point_table(means, {"e8": pd.Series({"cmg_e": 0.9}), "e16": pd.Series({"cmg_e": 0.9})},
+    without = convergence.point_table(means, {"e8": pd.Series({"cmg_e": 90.1}), "e16": pd.Series({"cmg_e": 91.0})},
                                       costs)
-    assert list(without.index) == ["cmg_e", "(cost, core-minutes)"]
-    with_softmax = convergence.point_table(means, {"e8": pd.Series({"softmax": 90.5}),
-                                                       "e16": pd.Series({"softmax": 91.4})}, costs)
+    assert list(without.index) == ["cmg_e", "energy", "(accuracy, cmg_e)", "(cost, core-minutes)"]
+    # energy scores the classifier softmax reads: one row for both; cmg_e fine-tunes it: a row of its own.
+    accuracy = {"e8": pd.Series({"softmax": 90.5, "energy": 90.5, "cmg_e": 90.9}),
+                "e16": pd.Series({"softmax": 91.4, "energy": 91.4, "cmg_e": 91.4})}
+    with_softmax = convergence.point_table(means, accuracy, costs)
     assert with_softmax.loc["(accuracy, classifier)"].tolist() == [90.5, 91.4]
+    assert with_softmax.loc["(accuracy, cmg_e)"].tolist() == [90.9, 91.4]
+    assert "(accuracy, energy)" not in with_softmax.index
 
 
 def test_a_step_too_noisy_to_measure_is_undecided_not_stable(convergence):

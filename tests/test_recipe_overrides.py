@@ -9,7 +9,7 @@ from bench.method import MethodSpec
 from bench.protocol import PROTOCOLS
 from bench.recipes import overrides_text, parse_overrides, recipe_for
 from bench.runner import plan
-from bench.shared_models import classifier, csi
+from bench.shared_models import classifier, csi, mcd
 
 METHODS = [MethodSpec("softmax"), MethodSpec("cmg_e"), MethodSpec("energy", (("net", "cac"),))]
 
@@ -64,6 +64,17 @@ def test_later_overrides_win_and_values_take_the_fields_types():
     assert (stage.epochs, stage.width) == (7, None)
     assert recipe.pick(csi.RECIPES).pretrain.lr == 1.0 and isinstance(recipe.pick(csi.RECIPES).pretrain.lr, float)
     assert recipe_for("demo", (1, 28, 28)).pick(csi.RECIPES).pretrain.epochs == 4  # the table itself is untouched
+
+
+def test_fields_checked_against_each_other_are_set_together_in_any_order(task):
+    """MCD's pretrain_epochs must stay below stage.epochs: raising both at once is valid whichever sorts first."""
+    overrides = parse_overrides(["mcd.pretrain_epochs=7,mcd.stage.epochs=8"])
+    part = recipe_for("demo", (1, 28, 28), overrides=overrides).pick(mcd.RECIPES)
+    assert (part.pretrain_epochs, part.stage.epochs) == (7, 8)
+    trials, _ = plan([task], [MethodSpec("mcd")], [0], "demo", overrides)
+    assert overrides_text(trials[0].recipe.overrides) == "mcd.pretrain_epochs=7,mcd.stage.epochs=8"
+    with pytest.raises(BenchError, match=r"mcd\.pretrain_epochs=3: pretrain_epochs must be below stage\.epochs \(3\)"):
+        plan([task], [MethodSpec("mcd")], [0], "demo", parse_overrides(["mcd.pretrain_epochs=3"]))
 
 
 def test_the_dataset_choice_of_augmentation_can_be_overridden():
