@@ -585,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("bench.training").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    for per_epoch in ("bench.training", "bench.shared_models"):  # every procedure's epoch lines: only with -v
+        logging.getLogger(per_epoch).setLevel(logging.INFO if args.verbose else logging.WARNING)
     if sys.stderr.isatty():  # progress bars for a user watching; never in CI logs or files (bench.progress)
         os.environ.setdefault("BENCH_PROGRESS", "1")
     _STOPPED_BY.clear()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
@@ -110,12 +111,14 @@ def test_trained_heads_disagree_more_on_auxiliary_images_than_on_id_ones(smoke_c
     assert gaps[0] > gaps[1] + 0.2
 
 
-def test_native_score_post_hoc_score_and_cmg_share_one_mcd_network_trained_on_the_aux_set(tmp_path, capsys,
+def test_native_score_post_hoc_score_and_cmg_share_one_mcd_network_trained_on_the_aux_set(tmp_path, capsys, caplog,
                                                                                         one_line_error):
+    caplog.set_level(logging.INFO)
     out, cache = tmp_path / "out", tmp_path / "cache"
     argv = ["run", "--methods", "mcd,mcd+cmg_e,energy[net=mcd]", "--protocol", "far_fmnist", "--scale", "smoke",
             "--executor", "local", "--cpus-per-trial", "1", "--out", str(out), "--cache", str(cache)]
     assert main(argv) == 0
+    assert not [r for r in caplog.records if " epoch " in r.getMessage()]  # epoch lines only with --verbose
     assert len(list((cache / "mcd").iterdir())) == 1
     assert not (cache / "classifier").exists()  # nothing here reads the cross-entropy classifier
     records = ResultStore(out).records()
