@@ -75,8 +75,3 @@ def _ray_node() -> dict | None:
         return {"id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
     except Exception:  # noqa: BLE001 - provenance never fails a job
         return None
-
-
-def collect(command: list[str] | None = None) -> dict:
-    """Both halves, for a process that is driver and node at once."""
-    return {**driver(command), **node()}
