@@ -115,8 +115,12 @@ def cmd_run(args) -> int:
                                                                         args.aux) if task.extra_train}
         frame = frame[(frame["protocol"] == args.protocol) & (frame["scale"] == args.scale)
                       & (frame["aux"].isna() | frame["aux"].isin(offered))]  # this run's auxiliary set, not others
-    if args.datasets and not frame.empty:
-        frame = frame[frame["dataset"].isin(args.datasets)]
+    if not frame.empty:  # this run's cells only: other seeds or partitions in the store are `bench report`'s
+        frame = frame[frame["seed"].isin(args.seeds)]
+        if args.datasets:
+            frame = frame[frame["dataset"].isin(args.datasets)]
+        if args.partitions:
+            frame = frame[frame["partition"].isin(args.partitions)]
     if not frame.empty or not failed:  # every trial failed: the failures below are the whole story
         print(table1(frame, methods=[m.label for m in methods], where=args.out))
     for task, sets in summary.get("skipped_ood_sets", {}).items():

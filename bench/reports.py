@@ -75,10 +75,13 @@ def _units(frame: pd.DataFrame, value: str, spread: str, by: tuple[str, ...] = (
     return frame.groupby(keys, as_index=False)[value].mean()
 
 
-def _note(frame: pd.DataFrame, spread: str) -> str:
-    """Which spread, over how many partitions and seeds."""
+def _note(frame: pd.DataFrame, spread: str, methods) -> str:
+    """Which spread, over how many partitions and seeds: those of the methods shown, not of the whole frame."""
+    frame = frame[frame["method"].isin(list(methods))]
+    if frame.empty:
+        return f"{SPREADS[spread]} (no cells)"
     partitions = frame.groupby(["protocol", "dataset"])["partition"].nunique()
-    seeds = frame.groupby(["protocol", "dataset", "partition"])["seed"].nunique()
+    seeds = frame.groupby(["protocol", "dataset", "method", "partition"])["seed"].nunique()
     count = f"{partitions.min()}" if partitions.min() == partitions.max() else f"{partitions.min()}-{partitions.max()}"
     seed = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     return f"{SPREADS[spread]} ({count} partitions x {seed} seeds)"
@@ -113,7 +116,7 @@ def table1(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | None
         rows.append(row)
     means = parts.groupby(["protocol", "dataset", "method"])[metric].mean().groupby("method").mean()
     rows.append(["Average", ""] + [f"{means[m] * 100:.1f}" if m in means else "" for m in order])
-    title = f"Table 1: {metric.upper()} (%) — {_note(frame, spread)}."
+    title = f"Table 1: {metric.upper()} (%) — {_note(frame, spread, order)}."
     if metric.startswith("fpr95"):
         title += " fpr95 accepts 95% of ID (ID-positive); fpr95_oodpos catches 95% of OOD."
     return title + "\n\n" + tabulate(rows, headers=["dataset", "partitions", *order], tablefmt="github", disable_numparse=True)
@@ -133,7 +136,8 @@ def table_ood(frame: pd.DataFrame, metric: str = "auroc", methods: list[str] | N
             values = group.loc[group["method"] == method, metric]
             row.append(_cell(values, 100, 1) if len(values) else "")
         rows.append(row)
-    title = f"{metric.upper()} (%) per OOD set — {_note(frame, spread)}; an empty cell: that set was not run (or was skipped)."
+    title = (f"{metric.upper()} (%) per OOD set — {_note(frame, spread, order)}; an empty cell: that set was not run "
+             "(or was skipped).")
     return title + "\n\n" + tabulate(rows, headers=["dataset", "OOD set", *order], tablefmt="github", disable_numparse=True)
 
 
@@ -172,7 +176,7 @@ def table_moodcat(frame: pd.DataFrame, methods: list[str] | None = None, where: 
             accuracy_row += [f"{accuracy[key] * 100:.2f}" if key in accuracy.index else ""] + [""] * (len(metrics) - 1)
         rows += [mean_row, accuracy_row]
         blocks.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
-    counts = _note(frame, "cells").split("(")[-1].rstrip(")")
+    counts = _note(frame, "cells", order).split("(")[-1].rstrip(")")
     title = (f"MOODCAT's layout, in %: each value the mean over {counts}; mean ± std is over the OOD sets (sample "
              "std, ddof=1).")
     return title + "\n\n" + "\n\n".join(blocks)
@@ -215,8 +219,9 @@ def table2(frame: pd.DataFrame, metric: str = "auroc", bases: list[str] | None =
         means = parts.groupby(["protocol", "dataset", "method"])[metric].mean().groupby("method").mean()
         rows.append(["Average"] + [f"{means[label] * 100:.1f}" if label in means else "" for _, label in columns])
         headers = ["dataset"] + [f"{base} {'original' if label == base else '+' + tuner}" for base, label in columns]
+        note = _note(frame, spread, [label for _, label in columns])
         blocks.append(f"Table 2: {metric.upper()} (%) of each network's own method (original) and after "
-                      f"{tuner}'s fine-tuning (+{tuner}) — {_note(frame, spread)}; an empty cell was not run.\n\n"
+                      f"{tuner}'s fine-tuning (+{tuner}) — {note}; an empty cell was not run.\n\n"
                       + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     return "\n\n".join(blocks)
 

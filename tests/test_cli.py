@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from bench.cli import main
+from bench.store import ResultStore
 
 SMOKE = ["--protocol", "setting1", "--datasets", "fashion_mnist", "--partitions", "0-5", "--scale", "smoke",
          "--executor", "local"]
@@ -29,6 +31,20 @@ def test_run_prints_table1(finished_run, capsys):
     printed = capsys.readouterr().out
     assert "Table 1: AUROC" in printed and "| fashion_mnist (setting1)" in printed
     assert printed.index("softmax") < printed.index("cmg_e")
+
+
+def test_run_prints_only_its_own_seeds_and_partitions(finished_run, capsys, tmp_path):
+    out, cache = finished_run
+    store = tmp_path / "out"
+    shutil.copytree(out, store)  # seed 0 is already there: the table must not average it in
+    assert main(["run", "--methods", "softmax", *SMOKE, "--seeds", "1", "--out", str(store), "--cache", str(cache)]) == 0
+    printed = capsys.readouterr().out
+    frame = ResultStore(store).frame()
+    softmax = frame[frame["method"] == "softmax"].set_index("seed")["auroc"]
+    assert sorted(softmax.index) == [0, 1]
+    row = next(line for line in printed.splitlines() if line.startswith("| fashion_mnist (setting1)"))
+    assert f"| {softmax[1] * 100:.1f} " in row + " "
+    assert "(1 partitions x 1 seeds)" in printed
 
 
 def test_table_and_leaderboard_read_the_store(finished_run, capsys, tmp_path):

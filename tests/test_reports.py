@@ -33,6 +33,15 @@ def test_seeds_are_averaged_before_the_std_over_partitions():
     assert "80.0 ± 7.1" in text  # per-partition means 85 and 75
 
 
+def test_the_caption_counts_the_cells_of_the_methods_shown():
+    frame = _frame()
+    alpha_seed_1 = frame[frame["method"] == "alpha"].assign(seed=1)
+    both = pd.concat([frame, alpha_seed_1])
+    assert "(2 partitions x 1 seeds)" in table1(both, methods=["beta"])
+    assert "(2 partitions x 1-2 seeds)" in table1(both)
+    assert "(1 partitions x 2 seeds)" in table1(both[both["partition"] == "0-5"], methods=["alpha"])
+
+
 def test_table3_charges_the_whole_dataset():
     text = table3(_frame())
     assert "2.00" in text  # two partitions of 60 s each
