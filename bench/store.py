@@ -68,7 +68,7 @@ def _imported_modules(name: str) -> set[str]:
             found.add(node.module)
             # `from package import submodule` imports a module, not an attribute
             found.update(f"{node.module}.{alias.name}" for alias in node.names
-                         if importlib.util.find_spec(node.module) and _is_module(f"{node.module}.{alias.name}"))
+                         if _is_module(node.module) and _is_module(f"{node.module}.{alias.name}"))
     return {module for module in found if module.split(".")[0] in PROJECT_PACKAGES}
 
 

@@ -167,3 +167,22 @@ def test_comments_and_recipe_tables_do_not_enter_code_hashes(monkeypatch, fresh_
     store.source_hash.cache_clear()
     assert "Stage(\"cnn9\", None, 7," in inspect.getsource(__import__("bench.shared_models.classifier").shared_models.classifier)
     assert store.code_hash("bench.shared_models.classifier") == before
+
+
+def test_code_hashes_need_no_optional_package_installed(monkeypatch, fresh_hashes):
+    """A machine without ray (a bare GPU box running `--executor local`) keys models as any other: a
+    `from ray... import` inside the hashed modules is skipped, not imported."""
+    task = PROTOCOLS.get("setting1").tasks(["fashion_mnist"], ["0-5"])[0]
+    recipe = recipe_for("demo", (1, 28, 28))
+    before = SHARED_MODELS.get("osrci").key(task, recipe, 0, {})
+    real_find_spec = store.importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if name.split(".")[0] == "ray":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(store.importlib.util, "find_spec", find_spec)
+    store.source_hash.cache_clear()
+    store.code_closure.cache_clear()
+    assert SHARED_MODELS.get("osrci").key(task, recipe, 0, {}) == before
