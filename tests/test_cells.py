@@ -1,0 +1,45 @@
+"""benchmarks/cells.py: one `bench run` per (seed, partition) cell, with a start deadline."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cells.py"
+
+
+@pytest.fixture(scope="module")
+def cells():
+    spec = importlib.util.spec_from_file_location("cells", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_cell_runs_locally_on_its_own_seed_and_partition(cells):
+    command = cells.cell_command("3", "1-6", ["--methods", "osrci", "--scale", "demo"], cpus=2)
+    assert command[1:] == ["-m", "bench", "run", "--methods", "osrci", "--scale", "demo", "--seeds", "3",
+                           "--partitions", "1-6", "--executor", "local", "--cpus-per-trial", "2"]
+    given = cells.cell_command("0", "0-5", ["--cpus-per-trial", "4"], cpus=2)
+    assert given.count("--cpus-per-trial") == 1 and given[given.index("--cpus-per-trial") + 1] == "4"
+
+
+def run_script(tmp_path, *args):
+    return subprocess.run([sys.executable, str(SCRIPT), "--logs", str(tmp_path / "logs"), *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_cells_past_the_deadline_are_reported_and_fail_the_run(tmp_path):
+    done = run_script(tmp_path, "--deadline-s", "0", "--seeds", "0,1", "--partitions", "0-5", "--",
+                      "--methods", "softmax")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == ["seed 0 0-5: not started, 0.0 min", "seed 1 0-5: not started, 0.0 min"]
+
+
+def test_a_failing_cell_is_reported_with_its_exit_status(tmp_path):
+    done = run_script(tmp_path, "--seeds", "0", "--partitions", "0-5", "--", "--methods", "no_such_method",
+                      "--protocol", "setting1", "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert done.stdout.startswith("seed 0 0-5: exit 2,")
+    assert "no_such_method" in (tmp_path / "logs" / "s0_0-5.log").read_text()
