@@ -1,6 +1,9 @@
 """Shared fixtures: smoke-scale runs on a real Fashion-MNIST subset, with a cache per test session."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -69,3 +72,17 @@ def one_line_error(capsys):
         return lines[0]
 
     return run
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Loads a script of benchmarks/ (not a package) as a module, for tests of its functions."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

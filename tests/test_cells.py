@@ -1,5 +1,4 @@
 """benchmarks/cells.py: one `bench run` per (seed, partition) cell, with a start deadline."""
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +9,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cells.py"
 
 
 @pytest.fixture(scope="module")
-def cells():
-    spec = importlib.util.spec_from_file_location("cells", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def cells(benchmark_script):
+    return benchmark_script("cells")
 
 
 def test_each_cell_runs_locally_on_its_own_seed_and_partition(cells):

@@ -1,20 +1,12 @@
 """The convergence study's criterion (benchmarks/convergence.py), on hand-made ladder points."""
-import importlib.util
 from types import SimpleNamespace
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "convergence.py"
-
-
 @pytest.fixture(scope="module")
-def convergence():
-    spec = importlib.util.spec_from_file_location("convergence", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def convergence(benchmark_script):
+    return benchmark_script("convergence")
 
 
 def test_a_step_is_stable_only_without_large_moves_or_swaps(convergence):
