@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+
 @pytest.fixture(scope="module")
 def convergence(benchmark_script):
     return benchmark_script("convergence")
