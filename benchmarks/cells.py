@@ -38,6 +38,8 @@ def main() -> int:
                         help="start no cell after this many seconds (running cells finish)")
     parser.add_argument("--logs", default="cell-logs", help="folder for each cell's output (default: cell-logs)")
     args, run_args = parser.parse_known_args()
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     run_args = [a for a in run_args if a != "--"]
     cells = [(s, p) for s in args.seeds.split(",") for p in args.partitions.split(",")]
     cpus = max(1, (os.cpu_count() or 1) // max(1, args.workers))

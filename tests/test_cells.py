@@ -39,3 +39,8 @@ def test_a_failing_cell_is_reported_with_its_exit_status(tmp_path):
     assert done.returncode == 1
     assert done.stdout.startswith("seed 0 0-5: exit 2,")
     assert "no_such_method" in (tmp_path / "logs" / "s0_0-5.log").read_text()
+
+
+def test_no_workers_is_a_usage_error(tmp_path):
+    done = run_script(tmp_path, "--workers", "0", "--seeds", "0", "--partitions", "0-5")
+    assert done.returncode == 2 and "--workers must be at least 1" in done.stderr.splitlines()[-1]
