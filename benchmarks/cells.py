@@ -42,7 +42,7 @@ def main() -> int:
         parser.error("--workers must be at least 1")
     run_args = [a for a in run_args if a != "--"]
     cells = [(s, p) for s in args.seeds.split(",") for p in args.partitions.split(",")]
-    cpus = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    cpus = max(1, (os.cpu_count() or 1) // args.workers)
     os.makedirs(args.logs, exist_ok=True)
     start, waiting, running, done = time.monotonic(), list(cells), {}, {}
     while waiting or running:

@@ -1,12 +1,8 @@
 """benchmarks/cells.py: one `bench run` per (seed, partition) cell, with a start deadline."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cells.py"
-
 
 @pytest.fixture(scope="module")
 def cells(benchmark_script):
@@ -21,26 +17,26 @@ def test_each_cell_runs_locally_on_its_own_seed_and_partition(cells):
     assert given.count("--cpus-per-trial") == 1 and given[given.index("--cpus-per-trial") + 1] == "4"
 
 
-def run_script(tmp_path, *args):
-    return subprocess.run([sys.executable, str(SCRIPT), "--logs", str(tmp_path / "logs"), *args],
+def run_script(cells, tmp_path, *args):
+    return subprocess.run([sys.executable, cells.__file__, "--logs", str(tmp_path / "logs"), *args],
                           capture_output=True, text=True, cwd=tmp_path)
 
 
-def test_cells_past_the_deadline_are_reported_and_fail_the_run(tmp_path):
-    done = run_script(tmp_path, "--deadline-s", "0", "--seeds", "0,1", "--partitions", "0-5", "--",
+def test_cells_past_the_deadline_are_reported_and_fail_the_run(cells, tmp_path):
+    done = run_script(cells, tmp_path, "--deadline-s", "0", "--seeds", "0,1", "--partitions", "0-5", "--",
                       "--methods", "softmax")
     assert done.returncode == 1
     assert done.stdout.splitlines() == ["seed 0 0-5: not started, 0.0 min", "seed 1 0-5: not started, 0.0 min"]
 
 
-def test_a_failing_cell_is_reported_with_its_exit_status(tmp_path):
-    done = run_script(tmp_path, "--seeds", "0", "--partitions", "0-5", "--", "--methods", "no_such_method",
+def test_a_failing_cell_is_reported_with_its_exit_status(cells, tmp_path):
+    done = run_script(cells, tmp_path, "--seeds", "0", "--partitions", "0-5", "--", "--methods", "no_such_method",
                       "--protocol", "setting1", "--out", str(tmp_path / "out"))
     assert done.returncode == 1
     assert done.stdout.startswith("seed 0 0-5: exit 2,")
     assert "no_such_method" in (tmp_path / "logs" / "s0_0-5.log").read_text()
 
 
-def test_no_workers_is_a_usage_error(tmp_path):
-    done = run_script(tmp_path, "--workers", "0", "--seeds", "0", "--partitions", "0-5")
+def test_no_workers_is_a_usage_error(cells, tmp_path):
+    done = run_script(cells, tmp_path, "--workers", "0", "--seeds", "0", "--partitions", "0-5")
     assert done.returncode == 2 and "--workers must be at least 1" in done.stderr.splitlines()[-1]
