@@ -7,6 +7,10 @@ without Ray (a lent GPU box cannot install it); stop starting cells at a deadlin
 
 Everything after `--` goes to every `bench run` unchanged; each cell adds `--seeds S --partitions P
 --executor local` and, unless given there, `--cpus-per-trial` (the machine's cores over the workers).
+With `--point NAME=OVERRIDES` (repeatable, as in convergence.py) a cell runs one `bench run --recipe
+OVERRIDES` per point, in order, in its worker slot: the two ends of a ladder step then come from one
+device, and a later point reuses the models an earlier one cached (a 128-epoch CVAE point, the
+classifier of the 64-epoch one). A started cell runs all its points, also past the deadline.
 Cells share the result store and the model cache, as any two runs may: a finished trial is written
 when it finishes, so a cell cut off by the machine going away loses only itself. With a GPU visible the
 local executor trains on it; ten demo-scale cells fit on one H200 at once.
@@ -29,10 +33,19 @@ def cell_command(seed: str, partition: str, run_args: list[str], cpus: int) -> l
     return command
 
 
+def parse_points(points: list[str]) -> list[tuple[str, list[str]]]:
+    """(name, extra `bench run` arguments) per point; one unnamed point adding nothing when none is given."""
+    if not points:
+        return [("", [])]
+    return [(name, ["--recipe", overrides]) for name, _, overrides in (p.partition("=") for p in points)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", required=True, help="comma list")
     parser.add_argument("--partitions", required=True, help="comma list, e.g. 0-5,1-6")
+    parser.add_argument("--point", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="a recipe each cell runs, in the order given (repeatable)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cells at once (default: cores)")
     parser.add_argument("--deadline-s", type=float, default=float("inf"),
                         help="start no cell after this many seconds (running cells finish)")
@@ -41,31 +54,44 @@ def main() -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     run_args = [a for a in run_args if a != "--"]
+    if any("=" not in p for p in args.point):
+        parser.error("--point takes NAME=OVERRIDES, e.g. v64=cvae.epochs=64")
+    if args.point and "--recipe" in run_args:
+        parser.error("give the recipe either with --point or after --, not both")
+    points = parse_points(args.point)
     cells = [(s, p) for s in args.seeds.split(",") for p in args.partitions.split(",")]
     cpus = max(1, (os.cpu_count() or 1) // args.workers)
     os.makedirs(args.logs, exist_ok=True)
-    start, waiting, running, done = time.monotonic(), list(cells), {}, {}
+
+    def start(seed, partition, point):
+        name, extra = points[point]
+        log = open(os.path.join(args.logs, f"s{seed}_{partition}{'_' + name if name else ''}.log"), "w")
+        process = subprocess.Popen(cell_command(seed, partition, run_args + extra, cpus), stdout=log,
+                                   stderr=subprocess.STDOUT)
+        return process, time.monotonic(), log, point
+
+    began_at, waiting, running, done = time.monotonic(), list(cells), {}, {}
     while waiting or running:
-        while waiting and len(running) < args.workers and time.monotonic() - start < args.deadline_s:
-            seed, partition = waiting.pop(0)
-            log = open(os.path.join(args.logs, f"s{seed}_{partition}.log"), "w")
-            process = subprocess.Popen(cell_command(seed, partition, run_args, cpus), stdout=log,
-                                       stderr=subprocess.STDOUT)
-            running[(seed, partition)] = (process, time.monotonic(), log)
-        if time.monotonic() - start >= args.deadline_s:
+        while waiting and len(running) < args.workers and time.monotonic() - began_at < args.deadline_s:
+            cell = waiting.pop(0)
+            running[cell] = start(*cell, 0)
+        if time.monotonic() - began_at >= args.deadline_s:
             for cell in waiting:
-                done[cell] = ("not started", 0.0)
+                for point in range(len(points)):
+                    done[cell + (point,)] = ("not started", 0.0)
             waiting = []
-        for cell, (process, began, log) in list(running.items()):
+        for cell, (process, began, log, point) in list(running.items()):
             if process.poll() is not None:
                 log.close()
-                done[cell] = (f"exit {process.returncode}", (time.monotonic() - began) / 60)
+                done[cell + (point,)] = (f"exit {process.returncode}", (time.monotonic() - began) / 60)
                 del running[cell]
+                if point + 1 < len(points):
+                    running[cell] = start(*cell, point + 1)
         time.sleep(1)
-    for (seed, partition), (status, minutes) in sorted(done.items()):
-        print(f"seed {seed} {partition}: {status}, {minutes:.1f} min")
+    for (seed, partition, point), (status, minutes) in sorted(done.items()):
+        name = points[point][0]
+        print(f"seed {seed} {partition}{' ' + name if name else ''}: {status}, {minutes:.1f} min")
     return 0 if all(status == "exit 0" for status, _ in done.values()) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,3 +40,34 @@ def test_a_failing_cell_is_reported_with_its_exit_status(cells, tmp_path):
 def test_no_workers_is_a_usage_error(cells, tmp_path):
     done = run_script(cells, tmp_path, "--workers", "0", "--seeds", "0", "--partitions", "0-5")
     assert done.returncode == 2 and "--workers must be at least 1" in done.stderr.splitlines()[-1]
+
+
+def test_points_become_recipes_in_the_order_given(cells):
+    assert cells.parse_points(["v64=classifier.epochs=32,cvae.epochs=64", "v128=cvae.epochs=128"]) == [
+        ("v64", ["--recipe", "classifier.epochs=32,cvae.epochs=64"]), ("v128", ["--recipe", "cvae.epochs=128"])]
+    assert cells.parse_points([]) == [("", [])]
+
+
+def test_each_point_of_a_cell_runs_and_reports_on_its_own(cells, tmp_path):
+    done = run_script(cells, tmp_path, "--seeds", "0", "--partitions", "0-5", "--point", "a=classifier.epochs=1",
+                      "--point", "b=classifier.epochs=2", "--", "--methods", "no_such_method", "--protocol",
+                      "setting1", "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["seed 0 0-5 a: exit 2", "seed 0 0-5 b: exit 2"]
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["s0_0-5_a.log", "s0_0-5_b.log"]
+
+
+def test_points_past_the_deadline_are_each_reported(cells, tmp_path):
+    done = run_script(cells, tmp_path, "--deadline-s", "0", "--seeds", "0", "--partitions", "0-5",
+                      "--point", "a=x=1", "--point", "b=x=2")
+    assert done.stdout.splitlines() == ["seed 0 0-5 a: not started, 0.0 min", "seed 0 0-5 b: not started, 0.0 min"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--point", "nothing"], "--point takes NAME=OVERRIDES"),
+    (["--point", "a=x=1", "--", "--recipe", "x=2"], "either with --point or after --"),
+])
+def test_bad_points_are_usage_errors(cells, tmp_path, args, message):
+    done = run_script(cells, tmp_path, "--seeds", "0", "--partitions", "0-5", *args)
+    assert done.returncode == 2 and message in done.stderr.splitlines()[-1]
