@@ -14,7 +14,7 @@ classifier of the 64-epoch one). A started cell runs all its points, also past t
 Cells share the result store and the model cache, as any two runs may: a finished trial is written
 when it finishes, so a cell cut off by the machine going away loses only itself. With a GPU visible the
 local executor trains on it; ten demo-scale cells fit on one H200 at once.
-Prints one line per cell (exit status and minutes) and exits non-zero if any cell failed or was not started.
+Prints one line per cell and point (exit status and minutes) and exits non-zero if any cell failed or was not started.
 """
 from __future__ import annotations
 
@@ -92,6 +92,7 @@ def main() -> int:
         name = points[point][0]
         print(f"seed {seed} {partition}{' ' + name if name else ''}: {status}, {minutes:.1f} min")
     return 0 if all(status == "exit 0" for status, _ in done.values()) else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())
