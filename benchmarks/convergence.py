@@ -3,8 +3,9 @@
 Runs Setting 1 on Fashion-MNIST at a ladder of recipes, each one doubling the training of
 the previous one (every `--recipe` override of a point is applied on top of `--scale`),
 then prints, per method, the mean AUROC over partitions at every point, the cost of each
-point, and for every step of the ladder the largest change of a method's mean and the pairs
-of methods that swap order although their means differ by more than `--swap-margin` points.
+point, and for every step of the ladder the largest change of a method's mean, the pairs
+of methods that swap order although their means differ by more than `--swap-margin` points,
+and each method's change paired over cells (with how many cells rose, and the extremes).
 The reference recipe is the cheapest point whose next doubling changes no mean by more than
 `--tolerance` and swaps no such pair. A step whose paired change of some method is too noisy to
 tell (a 95% interval wider than +-`--swap-margin`) is "undecided": it needs more seeds, not more
@@ -28,7 +29,7 @@ import sys
 import pandas as pd
 from tabulate import tabulate
 
-from bench.compare import Comparison, compare
+from bench.compare import Comparison, compare, paired_differences
 from bench.method import parse_methods
 from bench.recipes import parse_overrides
 from bench.reports import for_recipe
@@ -100,10 +101,22 @@ def stable_step(before: pd.Series, after: pd.Series, tolerance: float, margin: f
     return shift, swaps
 
 
-def paired_change(frames: dict[str, pd.DataFrame], method: str, first: str, second: str) -> Comparison:
+def _both_points(frames: dict[str, pd.DataFrame], method: str, first: str, second: str) -> pd.DataFrame:
+    """`method`'s rows at both points, each point standing in as the method, for the paired comparison."""
+    return pd.concat([frames[name][frames[name]["method"] == method].assign(method=name) for name in (first, second)])
+
+
+def paired_change(frames: dict[str, pd.DataFrame], method: str, first: str, second: str,
+                  metric: str = "auroc") -> Comparison:
     """`method` at `second` minus at `first`, paired by (partition, seed) cell, with a bootstrap interval."""
-    both = pd.concat([frames[name][frames[name]["method"] == method].assign(method=name) for name in (first, second)])
-    return compare(both, second, first)
+    return compare(_both_points(frames, method, first, second), second, first, metric)
+
+
+def cell_spread(frames: dict[str, pd.DataFrame], method: str, first: str, second: str, metric: str = "auroc") -> str:
+    """"11 of 14 up, -0.5 to +6.3": whether a mean change is every cell's or a few cells', in points."""
+    pairs = paired_differences(_both_points(frames, method, first, second), second, first, metric)
+    points = pairs["difference"] * 100
+    return f"{int((points > 0).sum())} of {len(points)} up, {points.min():+.1f} to {points.max():+.1f}"
 
 
 def format_change(result: Comparison) -> str:
@@ -111,6 +124,13 @@ def format_change(result: Comparison) -> str:
     if result.ci_low is None:
         return f"{result.mean_difference * 100:+.1f}"
     return f"{result.mean_difference * 100:+.1f} [{result.ci_low * 100:+.1f}, {result.ci_high * 100:+.1f}]"
+
+
+def change_columns(frames: dict[str, pd.DataFrame], method: str, steps: list[tuple[str, str]],
+                   metric: str = "auroc") -> list[str]:
+    """Per step of the ladder: the paired change with its interval, then the spread of the cells."""
+    return [text for step in steps for text in (format_change(paired_change(frames, method, *step, metric)),
+                                                cell_spread(frames, method, *step, metric))]
 
 
 def step_verdict(shift: float, swaps: list[str], changes: list[Comparison], tolerance: float, margin: float) -> str:
@@ -179,10 +199,14 @@ def main() -> None:
                    tablefmt="github"))
     print(f"\nreference: {chosen or 'none of these points: train longer, or add seeds where a step is undecided'}")
     print("\nChange of each method's AUROC per step, paired over the (partition, seed) cells both points ran "
-          "(mean, 95% bootstrap CI): a change whose interval holds 0 may be seed noise; one whose interval is "
-          f"wider than +-{args.swap_margin:g} leaves its step undecided\n")
-    rows = [[method, *(format_change(changes[method, step]) for step in steps)] for method in methods]
-    print(tabulate(rows, headers=["method", *(f"{a} -> {b}" for a, b in steps)], tablefmt="github"))
+          "(mean, 95% bootstrap CI; then how many cells rose, and the smallest and largest change): a change whose "
+          f"interval holds 0 may be seed noise; one whose interval is wider than +-{args.swap_margin:g} leaves its "
+          "step undecided. The classifier's accuracy is read from softmax's records and is not part of the verdict\n")
+    rows = [[method, *change_columns(frames, method, steps)] for method in methods]
+    if "softmax" in methods:
+        rows.append(["(accuracy, classifier)", *change_columns(frames, "softmax", steps, "accuracy")])
+    headers = [text for a, b in steps for text in (f"{a} -> {b}", "cells")]
+    print(tabulate(rows, headers=["method", *headers], tablefmt="github"))
 
 
 if __name__ == "__main__":

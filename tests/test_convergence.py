@@ -34,6 +34,19 @@ def test_the_change_of_a_method_is_paired_by_cell(convergence):
     assert mean == "+1.5"
     low, high = (float(value) for value in interval.strip("[]").split(", "))
     assert 0.0 <= low <= 1.5 <= high <= 3.0
+    # A mean of +1.5 could be one cell's +6: the spread says 3 of the 4 cells rose, and by at most 3.
+    assert convergence.cell_spread({"e8": first, "e16": second}, "energy", "e8", "e16") == "3 of 4 up, +0.0 to +3.0"
+
+
+def test_the_report_pairs_accuracy_too(convergence):
+    def point(accuracies):
+        return pd.DataFrame([{"protocol": "setting1", "dataset": "fashion_mnist", "partition": partition, "seed": 0,
+                              "method": "softmax", "auroc": 0.7, "accuracy": accuracy}
+                             for partition, accuracy in zip(["0-5", "1-6", "2-7"], accuracies)])
+
+    frames = {"w16": point([0.930, 0.920, 0.940]), "w32": point([0.935, 0.918, 0.950])}  # +0.5, -0.2, +1.0
+    columns = convergence.change_columns(frames, "softmax", [("w16", "w32")], "accuracy")
+    assert columns[0].startswith("+0.4 [") and columns[1] == "2 of 3 up, -0.2 to +1.0"
 
 
 def test_accuracy_rows_show_the_classifier_and_every_network_of_a_methods_own(convergence):
