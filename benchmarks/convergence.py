@@ -206,7 +206,7 @@ def main() -> None:
     if "softmax" in methods:
         rows.append(["(accuracy, classifier)", *change_columns(frames, "softmax", steps, "accuracy")])
     headers = [text for a, b in steps for text in (f"{a} -> {b}", "cells")]
-    print(tabulate(rows, headers=["method", *headers], tablefmt="github"))
+    print(tabulate(rows, headers=["method", *headers], tablefmt="github", disable_numparse=True))  # keep "+0.7"
 
 
 if __name__ == "__main__":
