@@ -126,13 +126,6 @@ def format_change(result: Comparison) -> str:
     return f"{result.mean_difference * 100:+.1f} [{result.ci_low * 100:+.1f}, {result.ci_high * 100:+.1f}]"
 
 
-def change_columns(frames: dict[str, pd.DataFrame], method: str, steps: list[tuple[str, str]],
-                   metric: str = "auroc") -> list[str]:
-    """Per step of the ladder: the paired change with its interval, then the spread of the cells."""
-    return [text for step in steps for text in (format_change(paired_change(frames, method, *step, metric)),
-                                                cell_spread(frames, method, *step, metric))]
-
-
 def step_verdict(shift: float, swaps: list[str], changes: list[Comparison], tolerance: float, margin: float) -> str:
     """"no" when a mean moves by more than the tolerance or two methods swap; "undecided" when the means
     pass but some method's change is measured too loosely to rule out a swap-sized move (its interval's
@@ -186,7 +179,11 @@ def main() -> None:
     print(tabulate(table, headers=["method", *table.columns], tablefmt="github"))
     steps = list(itertools.pairwise(name for name, _ in points))
     methods = [method for method in table.index if method in frames[points[0][0]]["method"].values]
-    changes = {(method, step): paired_change(frames, method, *step) for method in methods for step in steps}
+    # The change table's rows: each method's AUROC, and the classifier's accuracy (read from softmax's records).
+    measured = [(method, method, "auroc") for method in methods]
+    measured += [("(accuracy, classifier)", "softmax", "accuracy")] if "softmax" in methods else []
+    changes = {(label, step): paired_change(frames, method, *step, metric)
+               for label, method, metric in measured for step in steps}
     print("\nLadder steps\n")
     rows, chosen = [], None
     for first, second in steps:
@@ -202,9 +199,9 @@ def main() -> None:
           "(mean, 95% bootstrap CI; then how many cells rose, and the smallest and largest change): a change whose "
           f"interval holds 0 may be seed noise; one whose interval is wider than +-{args.swap_margin:g} leaves its "
           "step undecided. The classifier's accuracy is read from softmax's records and is not part of the verdict\n")
-    rows = [[method, *change_columns(frames, method, steps)] for method in methods]
-    if "softmax" in methods:
-        rows.append(["(accuracy, classifier)", *change_columns(frames, "softmax", steps, "accuracy")])
+    rows = [[label, *(text for step in steps for text in (format_change(changes[label, step]),
+                                                          cell_spread(frames, method, *step, metric)))]
+            for label, method, metric in measured]
     headers = [text for a, b in steps for text in (f"{a} -> {b}", "cells")]
     print(tabulate(rows, headers=["method", *headers], tablefmt="github", disable_numparse=True))  # keep "+0.7"
 

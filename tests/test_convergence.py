@@ -45,8 +45,9 @@ def test_the_report_pairs_accuracy_too(convergence):
                              for partition, accuracy in zip(["0-5", "1-6", "2-7"], accuracies)])
 
     frames = {"w16": point([0.930, 0.920, 0.940]), "w32": point([0.935, 0.918, 0.950])}  # +0.5, -0.2, +1.0
-    columns = convergence.change_columns(frames, "softmax", [("w16", "w32")], "accuracy")
-    assert columns[0].startswith("+0.4 [") and columns[1] == "2 of 3 up, -0.2 to +1.0"
+    change = convergence.format_change(convergence.paired_change(frames, "softmax", "w16", "w32", "accuracy"))
+    spread = convergence.cell_spread(frames, "softmax", "w16", "w32", "accuracy")
+    assert change.startswith("+0.4 [") and spread == "2 of 3 up, -0.2 to +1.0"
 
 
 def test_accuracy_rows_show_the_classifier_and_every_network_of_a_methods_own(convergence):
