@@ -33,6 +33,8 @@ class Comparison:
     metric: str
     cells: int
     mean_difference: float
+    min_difference: float  # the cells' smallest and largest a - b: whether the mean is every cell's or a few cells'
+    max_difference: float
     ci_low: float | None  # None with a single cell: there is nothing to resample
     ci_high: float | None
     confidence: float
@@ -133,6 +135,7 @@ def compare(frame: pd.DataFrame, a: str, b: str, metric: str = "auroc", confiden
     if metric not in LOWER_IS_BETTER:
         better, worse = worse, better
     return Comparison(a=a, b=b, metric=metric, cells=len(pairs), mean_difference=float(differences.mean()),
+                      min_difference=float(differences.min()), max_difference=float(differences.max()),
                       ci_low=low, ci_high=high, confidence=confidence, ci_method=ci_method,
                       n_resamples=n_resamples, wins=int(better.sum()), losses=int(worse.sum()),
                       ties=int((pairs["value_a"] == pairs["value_b"]).sum()), dropped=pairs.attrs["dropped"],

@@ -29,7 +29,7 @@ import sys
 import pandas as pd
 from tabulate import tabulate
 
-from bench.compare import Comparison, compare, paired_differences
+from bench.compare import Comparison, compare
 from bench.method import parse_methods
 from bench.recipes import parse_overrides
 from bench.reports import for_recipe
@@ -112,11 +112,11 @@ def paired_change(frames: dict[str, pd.DataFrame], method: str, first: str, seco
     return compare(_both_points(frames, method, first, second), second, first, metric)
 
 
-def cell_spread(frames: dict[str, pd.DataFrame], method: str, first: str, second: str, metric: str = "auroc") -> str:
+def cell_spread(result: Comparison) -> str:
     """"11 of 14 up, -0.5 to +6.3": whether a mean change is every cell's or a few cells', in points."""
-    pairs = paired_differences(_both_points(frames, method, first, second), second, first, metric)
-    points = pairs["difference"] * 100
-    return f"{int((points > 0).sum())} of {len(points)} up, {points.min():+.1f} to {points.max():+.1f}"
+    up = result.losses if result.lower_is_better else result.wins  # cells where second - first > 0
+    return (f"{up} of {result.cells} up, {result.min_difference * 100:+.1f} to "
+            f"{result.max_difference * 100:+.1f}")
 
 
 def format_change(result: Comparison) -> str:
@@ -200,7 +200,7 @@ def main() -> None:
           f"interval holds 0 may be seed noise; one whose interval is wider than +-{args.swap_margin:g} leaves its "
           "step undecided. The classifier's accuracy is read from softmax's records and is not part of the verdict\n")
     rows = [[label, *(text for step in steps for text in (format_change(changes[label, step]),
-                                                          cell_spread(frames, method, *step, metric)))]
+                                                          cell_spread(changes[label, step])))]
             for label, method, metric in measured]
     headers = [text for a, b in steps for text in (f"{a} -> {b}", "cells")]
     print(tabulate(rows, headers=["method", *headers], tablefmt="github", disable_numparse=True))  # keep "+0.7"

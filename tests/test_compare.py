@@ -39,6 +39,7 @@ def test_mean_wins_and_a_bootstrap_interval_around_the_mean():
     result = compare(_frame(), "alpha", "beta")
     assert (result.cells, result.dropped) == (6, 2)
     assert result.mean_difference == pytest.approx(0.075)
+    assert (result.min_difference, result.max_difference) == pytest.approx((-0.05, 0.20))
     assert (result.wins, result.losses, result.ties) == (4, 1, 1)
     assert result.ci_method == "BCa" and result.n_resamples == 10_000
     # a mean of resampled cells lies between the smallest and the largest difference

@@ -29,13 +29,14 @@ def test_the_change_of_a_method_is_paired_by_cell(convergence):
     cells = [("0-5", 0), ("0-5", 1), ("1-6", 0), ("1-6", 1)]
     first = point(dict(zip(cells, [0.60, 0.70, 0.80, 0.90])))
     second = point(dict(zip(cells, [0.62, 0.71, 0.83, 0.90])))  # +2, +1, +3, 0 points: mean +1.5
-    text = convergence.format_change(convergence.paired_change({"e8": first, "e16": second}, "energy", "e8", "e16"))
+    change = convergence.paired_change({"e8": first, "e16": second}, "energy", "e8", "e16")
+    text = convergence.format_change(change)
     mean, interval = text.split(" ", 1)
     assert mean == "+1.5"
     low, high = (float(value) for value in interval.strip("[]").split(", "))
     assert 0.0 <= low <= 1.5 <= high <= 3.0
     # A mean of +1.5 could be one cell's +6: the spread says 3 of the 4 cells rose, and by at most 3.
-    assert convergence.cell_spread({"e8": first, "e16": second}, "energy", "e8", "e16") == "3 of 4 up, +0.0 to +3.0"
+    assert convergence.cell_spread(change) == "3 of 4 up, +0.0 to +3.0"
 
 
 def test_the_report_pairs_accuracy_too(convergence):
@@ -45,9 +46,9 @@ def test_the_report_pairs_accuracy_too(convergence):
                              for partition, accuracy in zip(["0-5", "1-6", "2-7"], accuracies)])
 
     frames = {"w16": point([0.930, 0.920, 0.940]), "w32": point([0.935, 0.918, 0.950])}  # +0.5, -0.2, +1.0
-    change = convergence.format_change(convergence.paired_change(frames, "softmax", "w16", "w32", "accuracy"))
-    spread = convergence.cell_spread(frames, "softmax", "w16", "w32", "accuracy")
-    assert change.startswith("+0.4 [") and spread == "2 of 3 up, -0.2 to +1.0"
+    change = convergence.paired_change(frames, "softmax", "w16", "w32", "accuracy")
+    assert convergence.format_change(change).startswith("+0.4 [")
+    assert convergence.cell_spread(change) == "2 of 3 up, -0.2 to +1.0"
 
 
 def test_accuracy_rows_show_the_classifier_and_every_network_of_a_methods_own(convergence):
