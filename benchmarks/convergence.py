@@ -50,11 +50,22 @@ def run_point(args, overrides: str) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
+def mean_auroc(frame: pd.DataFrame) -> pd.Series:
+    """Mean AUROC (%) per method over partitions, seeds averaged first."""
+    return frame.groupby(["method", "partition"])["auroc"].mean().groupby("method").mean() * 100
+
+
+def on_shared_cells(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both points' rows on the (partition, seed) cells both ran, so that a step whose second point is
+    still running compares like with like: its means, not only its paired changes."""
+    cells = first[["partition", "seed"]].drop_duplicates().merge(second[["partition", "seed"]].drop_duplicates())
+    return first.merge(cells), second.merge(cells)
+
+
 def summarise(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, float]:
     """Mean AUROC per method over partitions (seeds averaged first), mean accuracy, and the point's
     cost in core-minutes: every distinct shared model once, plus every trial's own fit and score time."""
-    per_partition = frame.groupby(["method", "partition"])["auroc"].mean()
-    means = per_partition.groupby("method").mean() * 100
+    means = mean_auroc(frame)
     accuracy = frame.groupby("method")["accuracy"].mean() * 100
     store_rows = frame[["trial_id", "fit_s", "score_s"]]
     own = float(store_rows["fit_s"].sum() + store_rows["score_s"].sum())
@@ -184,16 +195,18 @@ def main() -> None:
     measured += [("(accuracy, classifier)", "softmax", "accuracy")] if "softmax" in methods else []
     changes = {(label, step): paired_change(frames, method, *step, metric)
                for label, method, metric in measured for step in steps}
-    print("\nLadder steps\n")
+    print("\nLadder steps (each step's means are over the (partition, seed) cells both its points ran)\n")
     rows, chosen = [], None
     for first, second in steps:
-        shift, swaps = stable_step(means[first], means[second], args.tolerance, args.swap_margin)
+        shared = on_shared_cells(frames[first], frames[second])
+        cells = len(shared[0][["partition", "seed"]].drop_duplicates())
+        shift, swaps = stable_step(*(mean_auroc(frame) for frame in shared), args.tolerance, args.swap_margin)
         verdict = step_verdict(shift, swaps, [changes[method, (first, second)] for method in methods],
                                args.tolerance, args.swap_margin)
         chosen = chosen or (first if verdict == "yes" else None)
-        rows.append([f"{first} -> {second}", f"{shift:.1f}", "; ".join(swaps) or "none", verdict])
-    print(tabulate(rows, headers=["step", "largest mean change", f"swaps (gap > {args.swap_margin:g})", "stable"],
-                   tablefmt="github"))
+        rows.append([f"{first} -> {second}", cells, f"{shift:.1f}", "; ".join(swaps) or "none", verdict])
+    columns = ["step", "cells", "largest mean change", f"swaps (gap > {args.swap_margin:g})", "stable"]
+    print(tabulate(rows, headers=columns, tablefmt="github"))
     print(f"\nreference: {chosen or 'none of these points: train longer, or add seeds where a step is undecided'}")
     print("\nChange of each method's AUROC per step, paired over the (partition, seed) cells both points ran "
           "(mean, 95% bootstrap CI; then how many cells rose, and the smallest and largest change): a change whose "

@@ -39,6 +39,22 @@ def test_the_change_of_a_method_is_paired_by_cell(convergence):
     assert convergence.cell_spread(change) == "3 of 4 up, +0.0 to +3.0"
 
 
+def test_a_step_whose_second_point_is_still_running_compares_means_on_the_cells_both_ran(convergence):
+    def point(values):
+        return pd.DataFrame([{"partition": partition, "seed": seed, "method": "energy", "auroc": value}
+                             for (partition, seed), value in values.items()])
+
+    first = point({("0-5", 0): 0.60, ("0-5", 1): 0.90, ("1-6", 0): 0.70})
+    second = point({("0-5", 0): 0.62, ("1-6", 0): 0.71})  # seed 1 has not run yet
+    # Over each point's own cells the means are 72.5 and 66.5, a 6-point fall that seed 1's 0.90 alone makes;
+    # over the two cells both ran they are 65.0 and 66.5.
+    assert convergence.mean_auroc(first)["energy"] - convergence.mean_auroc(second)["energy"] == pytest.approx(6.0)
+    shared = convergence.on_shared_cells(first, second)
+    assert [len(frame) for frame in shared] == [2, 2]
+    shift, swaps = convergence.stable_step(*(convergence.mean_auroc(frame) for frame in shared), 1.0, 2.0)
+    assert shift == pytest.approx(1.5) and swaps == []
+
+
 def test_the_report_pairs_accuracy_too(convergence):
     def point(accuracies):
         return pd.DataFrame([{"protocol": "setting1", "dataset": "fashion_mnist", "partition": partition, "seed": 0,
