@@ -3,8 +3,8 @@
 Runs Setting 1 on Fashion-MNIST at a ladder of recipes, each one doubling the training of
 the previous one (every `--recipe` override of a point is applied on top of `--scale`),
 then prints, per method, the mean AUROC over partitions at every point, the cost of each
-point, and for every step of the ladder the largest change of a method's mean, the pairs
-of methods that swap order although their means differ by more than `--swap-margin` points,
+point, and for every step of the ladder (on the cells both its points ran) the largest change of a
+method's mean, the pairs of methods that swap order although their means differ by more than `--swap-margin` points,
 and each method's change paired over cells (with how many cells rose, and the extremes).
 The reference recipe is the cheapest point whose next doubling changes no mean by more than
 `--tolerance` and swaps no such pair. A step whose paired change of some method is too noisy to
