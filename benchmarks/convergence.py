@@ -4,7 +4,7 @@ Runs Setting 1 on Fashion-MNIST at a ladder of recipes, each one doubling the tr
 the previous one (every `--recipe` override of a point is applied on top of `--scale`),
 then prints, per method, the mean AUROC over partitions at every point, the cost of each
 point, and for every step of the ladder (on the cells both its points ran) the largest change of a
-method's mean, the pairs of methods that swap order although their means differ by more than `--swap-margin` points,
+method's mean (and whose it is), the pairs of methods that swap order although their means differ by more than `--swap-margin` points,
 and each method's change paired over cells (with how many cells rose, and the extremes).
 The reference recipe is the cheapest point whose next doubling changes no mean by more than
 `--tolerance` and swaps no such pair. A step whose paired change of some method is too noisy to
@@ -100,16 +100,19 @@ def point_table(means: dict, accuracy: dict, costs: dict) -> pd.DataFrame:
     return table
 
 
-def stable_step(before: pd.Series, after: pd.Series, tolerance: float, margin: float) -> tuple[float, list[str]]:
-    """Largest change of a method's mean, and the pairs that swap although they differ by > margin."""
+def stable_step(before: pd.Series, after: pd.Series, tolerance: float,
+                margin: float) -> tuple[float, str, list[str]]:
+    """Largest change of a method's mean, the method that made it, and the pairs that swap although they
+    differ by > margin."""
     common = before.index.intersection(after.index)
-    shift = float((after[common] - before[common]).abs().max())
+    moves = (after[common] - before[common]).abs()
+    shift, mover = float(moves.max()), str(moves.idxmax())
     swaps = []
     for a, b in itertools.combinations(common, 2):
         gap_before, gap_after = before[a] - before[b], after[a] - after[b]
         if gap_before * gap_after < 0 and max(abs(gap_before), abs(gap_after)) > margin:
             swaps.append(f"{a}/{b} ({gap_before:+.1f} -> {gap_after:+.1f})")
-    return shift, swaps
+    return shift, mover, swaps
 
 
 def _both_points(frames: dict[str, pd.DataFrame], method: str, first: str, second: str) -> pd.DataFrame:
@@ -200,11 +203,12 @@ def main() -> None:
     for first, second in steps:
         shared = on_shared_cells(frames[first], frames[second])
         cells = len(shared[0][["partition", "seed"]].drop_duplicates())
-        shift, swaps = stable_step(*(mean_auroc(frame) for frame in shared), args.tolerance, args.swap_margin)
+        shift, mover, swaps = stable_step(*(mean_auroc(frame) for frame in shared), args.tolerance,
+                                          args.swap_margin)
         verdict = step_verdict(shift, swaps, [changes[method, (first, second)] for method in methods],
                                args.tolerance, args.swap_margin)
         chosen = chosen or (first if verdict == "yes" else None)
-        rows.append([f"{first} -> {second}", cells, f"{shift:.1f}", "; ".join(swaps) or "none", verdict])
+        rows.append([f"{first} -> {second}", cells, f"{shift:.1f} ({mover})", "; ".join(swaps) or "none", verdict])
     columns = ["step", "cells", "largest mean change", f"swaps (gap > {args.swap_margin:g})", "stable"]
     print(tabulate(rows, headers=columns, tablefmt="github"))
     print(f"\nreference: {chosen or 'none of these points: train longer, or add seeds where a step is undecided'}")
