@@ -4,8 +4,9 @@ Runs Setting 1 on Fashion-MNIST at a ladder of recipes, each one doubling the tr
 the previous one (every `--recipe` override of a point is applied on top of `--scale`),
 then prints, per method, the mean AUROC over partitions at every point, the cost of each
 point, and for every step of the ladder (on the cells both its points ran) the largest change of a
-method's mean (and whose it is), the pairs of methods that swap order although their means differ by more than `--swap-margin` points,
-and each method's change paired over cells (with how many cells rose, and the extremes).
+method's mean (and whose it is), the pairs of methods that swap order although their means differ by
+more than `--swap-margin` points, and each method's change paired over cells (with how many cells
+rose, and the extremes).
 The reference recipe is the cheapest point whose next doubling changes no mean by more than
 `--tolerance` and swaps no such pair. A step whose paired change of some method is too noisy to
 tell (a 95% interval wider than +-`--swap-margin`) is "undecided": it needs more seeds, not more
