@@ -101,8 +101,7 @@ def point_table(means: dict, accuracy: dict, costs: dict) -> pd.DataFrame:
     return table
 
 
-def stable_step(before: pd.Series, after: pd.Series, tolerance: float,
-                margin: float) -> tuple[float, str, list[str]]:
+def stable_step(before: pd.Series, after: pd.Series, margin: float) -> tuple[float, str, list[str]]:
     """Largest change of a method's mean, the method that made it, and the pairs that swap although they
     differ by > margin."""
     common = before.index.intersection(after.index)
@@ -204,8 +203,7 @@ def main() -> None:
     for first, second in steps:
         shared = on_shared_cells(frames[first], frames[second])
         cells = len(shared[0][["partition", "seed"]].drop_duplicates())
-        shift, mover, swaps = stable_step(*(mean_auroc(frame) for frame in shared), args.tolerance,
-                                          args.swap_margin)
+        shift, mover, swaps = stable_step(*(mean_auroc(frame) for frame in shared), args.swap_margin)
         verdict = step_verdict(shift, swaps, [changes[method, (first, second)] for method in methods],
                                args.tolerance, args.swap_margin)
         chosen = chosen or (first if verdict == "yes" else None)

@@ -13,10 +13,10 @@ def convergence(benchmark_script):
 def test_a_step_is_stable_only_without_large_moves_or_swaps(convergence):
     before = pd.Series({"a": 70.0, "b": 65.0, "c": 64.0})
     # c passes b, but they were 1 point apart and are 1 point apart: not a swap beyond the 2-point margin.
-    shift, mover, swaps = convergence.stable_step(before, pd.Series({"a": 70.5, "b": 64.5, "c": 65.5}), 1.0, 2.0)
+    shift, mover, swaps = convergence.stable_step(before, pd.Series({"a": 70.5, "b": 64.5, "c": 65.5}), 2.0)
     assert shift == pytest.approx(1.5) and mover == "c" and swaps == []
     # b passes a: 5 points behind, then 1 ahead -> a swap of methods more than 2 points apart.
-    shift, mover, swaps = convergence.stable_step(before, pd.Series({"a": 69.0, "b": 70.0, "c": 64.0}), 1.0, 2.0)
+    shift, mover, swaps = convergence.stable_step(before, pd.Series({"a": 69.0, "b": 70.0, "c": 64.0}), 2.0)
     assert shift == pytest.approx(5.0) and mover == "b" and swaps == ["a/b (+5.0 -> -1.0)"]
 
 
@@ -51,7 +51,7 @@ def test_a_step_whose_second_point_is_still_running_compares_means_on_the_cells_
     assert convergence.mean_auroc(first)["energy"] - convergence.mean_auroc(second)["energy"] == pytest.approx(6.0)
     shared = convergence.on_shared_cells(first, second)
     assert [len(frame) for frame in shared] == [2, 2]
-    shift, mover, swaps = convergence.stable_step(*(convergence.mean_auroc(frame) for frame in shared), 1.0, 2.0)
+    shift, mover, swaps = convergence.stable_step(*(convergence.mean_auroc(frame) for frame in shared), 2.0)
     assert shift == pytest.approx(1.5) and mover == "energy" and swaps == []
 
 
