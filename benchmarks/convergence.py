@@ -6,7 +6,7 @@ then prints, per method, the mean AUROC over partitions at every point, the cost
 point, and for every step of the ladder (on the cells both its points ran) the largest change of a
 method's mean (and whose it is), the pairs of methods that swap order although their means differ by
 more than `--swap-margin` points, and each method's change paired over cells (with how many cells
-rose, and the extremes).
+rose, and the extremes); `--per-cell` adds every cell's change.
 The reference recipe is the cheapest point whose next doubling changes no mean by more than
 `--tolerance` and swaps no such pair. A step whose paired change of some method is too noisy to
 tell (a 95% interval wider than +-`--swap-margin`) is "undecided": it needs more seeds, not more
@@ -126,6 +126,15 @@ def paired_change(frames: dict[str, pd.DataFrame], method: str, first: str, seco
     return compare(_both_points(frames, method, first, second), second, first, metric)
 
 
+def cell_changes(frames: dict[str, pd.DataFrame], method: str, first: str, second: str,
+                 metric: str = "auroc") -> pd.Series:
+    """`method` at `second` minus at `first` in points, per (partition, seed) cell both ran: which cells make a
+    mean change."""
+    both = _both_points(frames, method, first, second).pivot_table(index=["partition", "seed"], columns="method",
+                                                                    values=metric)
+    return ((both[second] - both[first]) * 100).dropna()
+
+
 def cell_spread(result: Comparison) -> str:
     """"11 of 14 up, -0.5 to +6.3": whether a mean change is every cell's or a few cells', in points."""
     up = result.losses if result.lower_is_better else result.wins  # cells where second - first > 0
@@ -159,7 +168,8 @@ def main() -> None:
                              "in ladder order")
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--scale", default="demo")
-    parser.add_argument("--partitions")
+    parser.add_argument("--partitions", help="comma list: the partitions run, and the only ones summarised "
+                                              "(default: all)")
     parser.add_argument("--seeds", default="0", help="comma list: the seeds run, and the only ones summarised")
     parser.add_argument("--out", default="results/convergence")
     parser.add_argument("--cache")
@@ -167,6 +177,7 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1.0, help="points of mean AUROC (default 1)")
     parser.add_argument("--swap-margin", type=float, default=2.0, help="points (default 2)")
     parser.add_argument("--report-only", action="store_true", help="only summarise what --out holds")
+    parser.add_argument("--per-cell", action="store_true", help="also print each step's change in every cell")
     args = parser.parse_args()
 
     points = [item.partition("=")[::2] for item in args.point]
@@ -182,6 +193,8 @@ def main() -> None:
         frame = for_recipe(results, parse_overrides([overrides] if overrides else []))
         frame = frame[(frame["protocol"] == "setting1") & (frame["scale"] == args.scale) & frame["method"].isin(labels)
                       & frame["seed"].isin(seeds)]
+        if args.partitions:
+            frame = frame[frame["partition"].isin(args.partitions.split(","))]
         if frame.empty:
             sys.exit(f"no {args.scale} results of point {name} in {args.out}: run it first (without --report-only)")
         frames[name] = frame
@@ -220,6 +233,14 @@ def main() -> None:
             for label, method, metric in measured]
     headers = [text for a, b in steps for text in (f"{a} -> {b}", "cells")]
     print(tabulate(rows, headers=["method", *headers], tablefmt="github", disable_numparse=True))  # keep "+0.7"
+    if args.per_cell:
+        for step in steps:
+            table = pd.DataFrame({label: cell_changes(frames, method, *step, metric)
+                                  for label, method, metric in measured}).T
+            table.columns = [f"{partition} s{seed}" for partition, seed in table.columns]
+            print(f"\n{step[0]} -> {step[1]}: change in each (partition, seed) cell, points\n")
+            print(tabulate(table.map(lambda value: f"{value:+.1f}" if pd.notna(value) else ""),
+                           headers=["method", *table.columns], tablefmt="github", disable_numparse=True))
 
 
 if __name__ == "__main__":

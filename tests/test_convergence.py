@@ -95,3 +95,14 @@ def test_a_step_too_noisy_to_measure_is_undecided_not_stable(convergence):
     # A move beyond the tolerance or a swap is decided whatever the noise.
     assert convergence.step_verdict(2.8, [], [loose], 1.0, 2.0) == "no"
     assert convergence.step_verdict(0.5, ["a/b (+3.0 -> -1.0)"], [tight], 1.0, 2.0) == "no"
+
+
+def test_per_cell_changes_show_which_cells_make_a_mean_change(convergence):
+    def point(values):
+        return pd.DataFrame([{"partition": partition, "seed": seed, "method": "softmax", "auroc": value}
+                             for (partition, seed), value in values.items()])
+
+    first = point({("0-5", 0): 0.60, ("1-6", 0): 0.70, ("2-7", 0): 0.80})
+    second = point({("0-5", 0): 0.66, ("1-6", 0): 0.69})  # 2-7 has not run yet: it has no change
+    changes = convergence.cell_changes({"e8": first, "e16": second}, "softmax", "e8", "e16")
+    assert changes.round(6).to_dict() == {("0-5", 0): 6.0, ("1-6", 0): -1.0}
