@@ -57,6 +57,7 @@ def node() -> dict:
         "host": platform.node(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "cpu": _cpu(torch),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "versions": versions,
     }
@@ -64,6 +65,20 @@ def node() -> dict:
     if ray_node:
         found["ray_node"] = ray_node
     return found
+
+
+def _cpu(torch) -> dict:
+    """The CPU's model, the instruction set torch's kernels use and torch's thread count: training on a CPU
+    is not bitwise reproducible from one machine to another, so a model's key cannot say which weights it
+    holds, and the record must say where they were trained."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"model": model or None, "capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
 
 
 def _ray_node() -> dict | None:
