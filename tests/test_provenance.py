@@ -13,4 +13,4 @@ def test_the_node_records_the_cpu_its_kernels_and_torchs_threads():
         torch.set_num_threads(before)
     assert cpu["capability"] == torch.backends.cpu.get_cpu_capability() and cpu["capability"]
     assert cpu["threads"] == 1
-    assert cpu["model"]
+    assert "model" in cpu  # None where the OS does not name it
