@@ -30,7 +30,7 @@ import sys
 import pandas as pd
 from tabulate import tabulate
 
-from bench.compare import Comparison, compare
+from bench.compare import Comparison, compare, paired_differences
 from bench.method import parse_methods
 from bench.recipes import parse_overrides
 from bench.reports import for_recipe
@@ -130,9 +130,8 @@ def cell_changes(frames: dict[str, pd.DataFrame], method: str, first: str, secon
                  metric: str = "auroc") -> pd.Series:
     """`method` at `second` minus at `first` in points, per (partition, seed) cell both ran: which cells make a
     mean change."""
-    both = _both_points(frames, method, first, second).pivot_table(index=["partition", "seed"], columns="method",
-                                                                    values=metric)
-    return ((both[second] - both[first]) * 100).dropna()
+    pairs = paired_differences(_both_points(frames, method, first, second), second, first, metric)
+    return pairs.set_index(["partition", "seed"])["difference"] * 100
 
 
 def cell_spread(result: Comparison) -> str:

@@ -99,7 +99,8 @@ def test_a_step_too_noisy_to_measure_is_undecided_not_stable(convergence):
 
 def test_per_cell_changes_show_which_cells_make_a_mean_change(convergence):
     def point(values):
-        return pd.DataFrame([{"partition": partition, "seed": seed, "method": "softmax", "auroc": value}
+        return pd.DataFrame([{"protocol": "setting1", "dataset": "fashion_mnist", "partition": partition, "seed": seed,
+                              "method": "softmax", "auroc": value}
                              for (partition, seed), value in values.items()])
 
     first = point({("0-5", 0): 0.60, ("1-6", 0): 0.70, ("2-7", 0): 0.80})
