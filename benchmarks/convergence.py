@@ -56,11 +56,11 @@ def mean_auroc(frame: pd.DataFrame) -> pd.Series:
     return frame.groupby(["method", "partition"])["auroc"].mean().groupby("method").mean() * 100
 
 
-def on_shared_cells(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both points' rows on the (partition, seed) cells both ran, so that a step whose second point is
-    still running compares like with like: its means, not only its paired changes."""
+def on_shared_cells(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Both points' rows on the (partition, seed) cells both ran, and how many cells those are, so that a
+    step whose second point is still running compares like with like: its means, not only its paired changes."""
     cells = first[["partition", "seed"]].drop_duplicates().merge(second[["partition", "seed"]].drop_duplicates())
-    return first.merge(cells), second.merge(cells)
+    return first.merge(cells), second.merge(cells), len(cells)
 
 
 def summarise(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, float]:
@@ -213,8 +213,7 @@ def main() -> None:
     print("\nLadder steps (each step's means are over the (partition, seed) cells both its points ran)\n")
     rows, chosen = [], None
     for first, second in steps:
-        shared = on_shared_cells(frames[first], frames[second])
-        cells = len(shared[0][["partition", "seed"]].drop_duplicates())
+        *shared, cells = on_shared_cells(frames[first], frames[second])
         shift, mover, swaps = stable_step(*(mean_auroc(frame) for frame in shared), args.swap_margin)
         verdict = step_verdict(shift, swaps, [changes[method, (first, second)] for method in methods],
                                args.tolerance, args.swap_margin)

@@ -49,8 +49,8 @@ def test_a_step_whose_second_point_is_still_running_compares_means_on_the_cells_
     # Over each point's own cells the means are 72.5 and 66.5, a 6-point fall that seed 1's 0.90 alone makes;
     # over the two cells both ran they are 65.0 and 66.5.
     assert convergence.mean_auroc(first)["energy"] - convergence.mean_auroc(second)["energy"] == pytest.approx(6.0)
-    shared = convergence.on_shared_cells(first, second)
-    assert [len(frame) for frame in shared] == [2, 2]
+    *shared, cells = convergence.on_shared_cells(first, second)
+    assert [len(frame) for frame in shared] == [2, 2] and cells == 2
     shift, mover, swaps = convergence.stable_step(*(convergence.mean_auroc(frame) for frame in shared), 2.0)
     assert shift == pytest.approx(1.5) and mover == "energy" and swaps == []
 
