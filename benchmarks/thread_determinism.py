@@ -1,6 +1,6 @@
 """Does a CPU training run's outcome depend on the torch thread count or the CPU kernels it picks?
 
-    python benchmarks/thread_determinism.py --threads 1,2 --capabilities native,DEFAULT
+    python benchmarks/thread_determinism.py --threads 1,2 --capabilities native,default
 
 Trains the study's classifier (cnn4 at width 32, 6 classes, SGD with momentum) for a few steps on a
 seeded random batch, once per (thread count, ATen CPU capability) setting, each in a fresh process,
@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2", help="comma list of torch thread counts")
     parser.add_argument("--capabilities", default="native",
-                        help="comma list of ATEN_CPU_CAPABILITY values (native: leave it unset; DEFAULT, AVX2, AVX512)")
+                        help="comma list of ATEN_CPU_CAPABILITY values (native: leave it unset; default, avx2, avx512)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--weights", help=argparse.SUPPRESS)  # a child run: where to save its weights
     args = parser.parse_args()
