@@ -51,8 +51,8 @@ def summary(reruns: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     def describe(rerun: pd.Series, accuracy: pd.Series, seed: pd.Series) -> dict:
         return {"re-runs": len(rerun), "mean": rerun.mean(), "SD": rerun.std(), "min": rerun.min(),
                 "max": rerun.max(), "mean size": rerun.abs().mean(), "accuracy min": accuracy.min(),
-                "accuracy max": accuracy.max(),
-                "seed pairs": len(seed) // 2, "two-seed SD": (seed ** 2).mean() ** 0.5 if len(seed) else float("nan")}
+                "accuracy max": accuracy.max(), "seed pairs": len(seed) // 2,
+                "two-seed SD": (seed ** 2).mean() ** 0.5 if len(seed) else float("nan")}
 
     table = {method: describe(group["auroc"], group["accuracy"], seeds.loc[seeds["method"] == method, "auroc"])
              for method, group in reruns.groupby("method")}
