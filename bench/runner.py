@@ -237,14 +237,21 @@ def _train(job: ModelJob, settings: Settings, cache: ModelCache) -> dict:
     return meta
 
 
-def _shared_seconds(pairs, cache: ModelCache) -> dict[str, dict]:
-    """Training time of every shared model a trial used, dependencies included."""
+def _shared_models(pairs, cache: ModelCache) -> dict[str, dict]:
+    """Every shared model a trial used, dependencies included: its key, training time and where it trained.
+
+    Where it trained matters because training is not bitwise reproducible across machines, thread counts
+    or devices, and a key leaves those out: two recipes compared cell by cell are paired most tightly when
+    both ends trained alike, and only the records can say whether they did."""
     charged: dict[str, dict] = {}
     pending = list(pairs)
     while pending:
         kind, key = pending.pop()
         meta = cache.meta(kind, key)
-        charged[kind] = {"key": key, "train_seconds": meta["train_seconds"]}
+        node = meta.get("provenance", {})
+        trained_on = {"device": meta.get("device"), "platform": node.get("platform"), "cpu": node.get("cpu"),
+                      "gpu": node.get("gpu")}
+        charged[kind] = {"key": key, "train_seconds": meta["train_seconds"], "trained_on": trained_on}
         pending.extend(meta.get("dependencies", {}).items())
     return charged
 
@@ -296,7 +303,7 @@ def run_trial(trial: Trial, settings: Settings, trial_id: str) -> tuple[dict, di
     fit_seconds = time.perf_counter() - start
     scores = score_task(CheckedScores(method, trial.method.label), task, settings, recipe.test_limit, trial.seed)
 
-    shared = _shared_seconds(trial.models, ModelCache(settings.cache))
+    shared = _shared_models(trial.models, ModelCache(settings.cache))
     shared_seconds = sum(item["train_seconds"] for item in shared.values())
     record = {
         "trial_id": trial_id,

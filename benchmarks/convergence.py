@@ -5,8 +5,9 @@ the previous one (every `--recipe` override of a point is applied on top of `--s
 then prints, per method, the mean AUROC over partitions at every point, the cost of each
 point, and for every step of the ladder (on the cells both its points ran) the largest change of a
 method's mean (and whose it is), the pairs of methods that swap order although their means differ by
-more than `--swap-margin` points, and each method's change paired over cells (with how many cells
-rose, and the extremes); `--per-cell` adds every cell's change.
+more than `--swap-margin` points, how many of its cells trained their shared models in one place
+(machine, kernels, threads, device) at both ends, and each method's change paired over cells (with how
+many cells rose, and the extremes); `--per-cell` adds every cell's change.
 The reference recipe is the cheapest point whose next doubling changes no mean by more than
 `--tolerance` and swaps no such pair. A step whose paired change of some method is too noisy to
 tell (a 95% interval wider than +-`--swap-margin`) is "undecided": it needs more seeds, not more
@@ -81,6 +82,42 @@ def shared_seconds(records: list[dict], trial_ids: set[str]) -> float:
             for item in record["timing"]["shared_models"].values():
                 seen[item["key"]] = item["train_seconds"]
     return sum(seen.values())
+
+
+def training_places(records: list[dict], trial_ids: set[str]) -> dict[tuple[str, int], dict | None]:
+    """Per (partition, seed) cell: each kind of shared model its trials used, with the set of places it trained
+    in (device, platform, CPU model, kernels and threads, GPU); None for a cell some of whose records predate
+    that provenance."""
+    places: dict = {}
+    for record in records:
+        cell = (record["partition"], record["seed"])
+        if record["trial_id"] not in trial_ids or places.get(cell, {}) is None:
+            continue
+        found = places.setdefault(cell, {})
+        for kind, model in record["timing"]["shared_models"].items():
+            where = model.get("trained_on")
+            if where is None:
+                places[cell] = None
+                break
+            cpu = where.get("cpu") or {}
+            found.setdefault(kind, set()).add((where.get("device"), where.get("platform"), cpu.get("model"),
+                                               cpu.get("capability"), cpu.get("threads"), where.get("gpu")))
+    return places
+
+
+def trained_alike(first: dict, second: dict, cells: list[tuple[str, int]]) -> str:
+    """"2 of 6": the cells where each kind of shared model trained in one place at both ends of a step.
+    Training is not bitwise reproducible across machines, kernels or thread counts, so a cell whose ends
+    differ there pairs less tightly: its change carries a re-run's noise on top of the step's."""
+    alike = unrecorded = 0
+    for cell in cells:
+        before, after = first.get(cell), second.get(cell)
+        if before is None or after is None:
+            unrecorded += 1
+        elif before.keys() == after.keys() and all(len(before[kind]) == 1 and before[kind] == after[kind]
+                                                   for kind in before):
+            alike += 1
+    return f"{alike} of {len(cells)}" + (f" ({unrecorded} unrecorded)" if unrecorded else "")
 
 
 def point_table(means: dict, accuracy: dict, costs: dict) -> pd.DataFrame:
@@ -187,7 +224,7 @@ def main() -> None:
             run_point(args, overrides)
     store = ResultStore(args.out)
     results, records = store.frame(), list(store.records())  # read once for every point
-    means, accuracy, costs, frames = {}, {}, {}, {}
+    means, accuracy, costs, frames, places = {}, {}, {}, {}, {}
     for name, overrides in points:
         frame = for_recipe(results, parse_overrides([overrides] if overrides else []))
         frame = frame[(frame["protocol"] == "setting1") & (frame["scale"] == args.scale) & frame["method"].isin(labels)
@@ -199,6 +236,7 @@ def main() -> None:
         frames[name] = frame
         means[name], accuracy[name], own = summarise(frame)
         costs[name] = (own + shared_seconds(records, set(frame["trial_id"]))) / 60
+        places[name] = training_places(records, set(frame["trial_id"]))
 
     table = point_table(means, accuracy, costs)
     print("Mean AUROC (%) over partitions per ladder point\n")
@@ -218,8 +256,12 @@ def main() -> None:
         verdict = step_verdict(shift, swaps, [changes[method, (first, second)] for method in methods],
                                args.tolerance, args.swap_margin)
         chosen = chosen or (first if verdict == "yes" else None)
-        rows.append([f"{first} -> {second}", cells, f"{shift:.1f} ({mover})", "; ".join(swaps) or "none", verdict])
-    columns = ["step", "cells", "largest mean change", f"swaps (gap > {args.swap_margin:g})", "stable"]
+        alike = trained_alike(places[first], places[second],
+                              list(shared[0][["partition", "seed"]].drop_duplicates().itertuples(index=False, name=None)))
+        rows.append([f"{first} -> {second}", cells, alike, f"{shift:.1f} ({mover})", "; ".join(swaps) or "none",
+                     verdict])
+    columns = ["step", "cells", "trained alike", "largest mean change", f"swaps (gap > {args.swap_margin:g})",
+               "stable"]
     print(tabulate(rows, headers=columns, tablefmt="github"))
     print(f"\nreference: {chosen or 'none of these points: train longer, or add seeds where a step is undecided'}")
     print("\nChange of each method's AUROC per step, paired over the (partition, seed) cells both points ran "

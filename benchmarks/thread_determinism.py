@@ -16,6 +16,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 
 import torch
 from tabulate import tabulate
@@ -51,20 +52,22 @@ def main() -> None:
         return
 
     rows, first = [], None
-    for capability in args.capabilities.split(","):
-        for threads in args.threads.split(","):
-            environment = os.environ | {"OMP_NUM_THREADS": threads}
-            if capability != "native":
-                environment["ATEN_CPU_CAPABILITY"] = capability
-            path = f"/tmp/thread_determinism_{os.getpid()}.pt"
-            subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--weights", path],
-                           env=environment, check=True)
-            run = torch.load(path)
-            weights = run["weights"]
-            os.remove(path)
-            first = weights if first is None else first
-            rows.append([threads, capability, run["used"], hashlib.sha1(weights.numpy().tobytes()).hexdigest()[:12],
-                         f"{(weights - first).abs().max().item():.2e}"])
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "weights.pt")
+        for capability in args.capabilities.split(","):
+            for threads in args.threads.split(","):
+                environment = os.environ | {"OMP_NUM_THREADS": threads}
+                environment.pop("ATEN_CPU_CAPABILITY", None)  # native: what the machine picks, whatever the shell set
+                if capability != "native":
+                    environment["ATEN_CPU_CAPABILITY"] = capability
+                subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--weights", path],
+                               env=environment, check=True)
+                run = torch.load(path)
+                weights = run["weights"]
+                first = weights if first is None else first
+                rows.append([threads, capability, run["used"],
+                             hashlib.sha1(weights.numpy().tobytes()).hexdigest()[:12],
+                             f"{(weights - first).abs().max().item():.2e}"])
     print(tabulate(rows, headers=["threads", "capability", "kernels used", "weights", "largest difference from the first"],
                    tablefmt="github", disable_numparse=True))
 

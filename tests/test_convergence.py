@@ -107,3 +107,21 @@ def test_per_cell_changes_show_which_cells_make_a_mean_change(convergence):
     second = point({("0-5", 0): 0.66, ("1-6", 0): 0.69})  # 2-7 has not run yet: it has no change
     changes = convergence.cell_changes({"e8": first, "e16": second}, "softmax", "e8", "e16")
     assert changes.round(6).to_dict() == {("0-5", 0): 6.0, ("1-6", 0): -1.0}
+
+
+def test_a_step_counts_the_cells_whose_ends_trained_alike(convergence):
+    def record(trial_id, partition, threads=2, platform="fc-v1300", trained_on=True):
+        where = {"device": "cpu", "platform": platform, "gpu": None,
+                 "cpu": {"model": "AMD EPYC", "capability": "AVX2", "threads": threads}}
+        model = {"key": trial_id, "train_seconds": 1.0, **({"trained_on": where} if trained_on else {})}
+        return {"trial_id": trial_id, "partition": partition, "seed": 0, "timing": {"shared_models": {"classifier": model}}}
+
+    cells = [("0-5", 0), ("1-6", 0), ("2-7", 0), ("3-8", 0)]
+    records = [record("a0", "0-5"), record("a1", "1-6"), record("a2", "2-7"), record("a3", "3-8", trained_on=False),
+               record("b0", "0-5"), record("b1", "1-6", threads=1), record("b2", "2-7", platform="fc-v1272"),
+               record("b3", "3-8")]
+    first = convergence.training_places(records, {"a0", "a1", "a2", "a3"})
+    second = convergence.training_places(records, {"b0", "b1", "b2", "b3"})
+    assert first[("3-8", 0)] is None  # a record from before models said where they trained
+    # 0-5 trained alike; 1-6 with another thread count and 2-7 on another host did not; 3-8 cannot tell.
+    assert convergence.trained_alike(first, second, cells) == "1 of 4 (1 unrecorded)"

@@ -50,6 +50,11 @@ def test_records_charge_every_shared_model(tmp_path):
     records = {r["method"]: r for r in ResultStore(settings.out).records()}
     assert set(records["softmax"]["timing"]["shared_models"]) == {"classifier"}
     assert set(records["cmg_e"]["timing"]["shared_models"]) == {"classifier", "cvae"}
+    # Where each model trained, so that two recipes' ends can be checked for training alike.
+    trained_on = records["cmg_e"]["timing"]["shared_models"]["cvae"]["trained_on"]
+    assert trained_on["device"] == "cpu" and trained_on["gpu"] is None
+    assert trained_on["platform"] == records["cmg_e"]["provenance"]["platform"]
+    assert trained_on["cpu"]["threads"] == settings.threads()
     for record in records.values():
         timing = record["timing"]["summary"]
         assert timing["total_s"] == pytest.approx(timing["fit_s"] + timing["score_s"] + timing["shared_s"])
