@@ -87,7 +87,7 @@ def shared_seconds(records: list[dict], trial_ids: set[str]) -> float:
 def training_places(records: list[dict], trial_ids: set[str]) -> dict[tuple[str, int], dict | None]:
     """Per (partition, seed) cell: each kind of shared model its trials used, with the set of places it trained
     in (device, platform, CPU model, kernels and threads, GPU); None for a cell some of whose records predate
-    that provenance."""
+    that provenance, or whose models trained on a CPU without saying its kernels and threads."""
     places: dict = {}
     for record in records:
         cell = (record["partition"], record["seed"])
@@ -96,10 +96,11 @@ def training_places(records: list[dict], trial_ids: set[str]) -> dict[tuple[str,
         found = places.setdefault(cell, {})
         for kind, model in record["timing"]["shared_models"].items():
             where = model.get("trained_on")
-            if where is None:
+            cpu = (where or {}).get("cpu")
+            if where is None or (where.get("device") == "cpu" and not cpu):
                 places[cell] = None
                 break
-            cpu = where.get("cpu") or {}
+            cpu = cpu or {}
             found.setdefault(kind, set()).add((where.get("device"), where.get("platform"), cpu.get("model"),
                                                cpu.get("capability"), cpu.get("threads"), where.get("gpu")))
     return places

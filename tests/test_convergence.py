@@ -110,18 +110,20 @@ def test_per_cell_changes_show_which_cells_make_a_mean_change(convergence):
 
 
 def test_a_step_counts_the_cells_whose_ends_trained_alike(convergence):
-    def record(trial_id, partition, threads=2, platform="fc-v1300", trained_on=True):
-        where = {"device": "cpu", "platform": platform, "gpu": None,
-                 "cpu": {"model": "AMD EPYC", "capability": "AVX2", "threads": threads}}
+    def record(trial_id, partition, threads=2, platform="fc-v1300", trained_on=True, cpu_known=True):
+        cpu = {"model": "AMD EPYC", "capability": "AVX2", "threads": threads} if cpu_known else None
+        where = {"device": "cpu", "platform": platform, "gpu": None, "cpu": cpu}
         model = {"key": trial_id, "train_seconds": 1.0, **({"trained_on": where} if trained_on else {})}
         return {"trial_id": trial_id, "partition": partition, "seed": 0, "timing": {"shared_models": {"classifier": model}}}
 
-    cells = [("0-5", 0), ("1-6", 0), ("2-7", 0), ("3-8", 0)]
+    cells = [("0-5", 0), ("1-6", 0), ("2-7", 0), ("3-8", 0), ("4-9", 0)]
     records = [record("a0", "0-5"), record("a1", "1-6"), record("a2", "2-7"), record("a3", "3-8", trained_on=False),
+               record("a4", "4-9", cpu_known=False),
                record("b0", "0-5"), record("b1", "1-6", threads=1), record("b2", "2-7", platform="fc-v1272"),
-               record("b3", "3-8")]
-    first = convergence.training_places(records, {"a0", "a1", "a2", "a3"})
-    second = convergence.training_places(records, {"b0", "b1", "b2", "b3"})
+               record("b3", "3-8"), record("b4", "4-9", cpu_known=False)]
+    first = convergence.training_places(records, {"a0", "a1", "a2", "a3", "a4"})
+    second = convergence.training_places(records, {"b0", "b1", "b2", "b3", "b4"})
     assert first[("3-8", 0)] is None  # a record from before models said where they trained
-    # 0-5 trained alike; 1-6 with another thread count and 2-7 on another host did not; 3-8 cannot tell.
-    assert convergence.trained_alike(first, second, cells) == "1 of 4 (1 unrecorded)"
+    assert first[("4-9", 0)] is None  # a model trained on a CPU whose kernels and threads nobody wrote down
+    # 0-5 trained alike; 1-6 with another thread count and 2-7 on another host did not; 3-8 and 4-9 cannot tell.
+    assert convergence.trained_alike(first, second, cells) == "1 of 5 (2 unrecorded)"
