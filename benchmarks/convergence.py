@@ -57,11 +57,11 @@ def mean_auroc(frame: pd.DataFrame) -> pd.Series:
     return frame.groupby(["method", "partition"])["auroc"].mean().groupby("method").mean() * 100
 
 
-def on_shared_cells(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """Both points' rows on the (partition, seed) cells both ran, and how many cells those are, so that a
-    step whose second point is still running compares like with like: its means, not only its paired changes."""
+def on_shared_cells(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    """Both points' rows on the (partition, seed) cells both ran, and those cells, so that a step whose second
+    point is still running compares like with like: its means, not only its paired changes."""
     cells = first[["partition", "seed"]].drop_duplicates().merge(second[["partition", "seed"]].drop_duplicates())
-    return first.merge(cells), second.merge(cells), len(cells)
+    return first.merge(cells), second.merge(cells), list(cells.itertuples(index=False, name=None))
 
 
 def summarise(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, float]:
@@ -257,10 +257,8 @@ def main() -> None:
         verdict = step_verdict(shift, swaps, [changes[method, (first, second)] for method in methods],
                                args.tolerance, args.swap_margin)
         chosen = chosen or (first if verdict == "yes" else None)
-        alike = trained_alike(places[first], places[second],
-                              list(shared[0][["partition", "seed"]].drop_duplicates().itertuples(index=False, name=None)))
-        rows.append([f"{first} -> {second}", cells, alike, f"{shift:.1f} ({mover})", "; ".join(swaps) or "none",
-                     verdict])
+        rows.append([f"{first} -> {second}", len(cells), trained_alike(places[first], places[second], cells),
+                     f"{shift:.1f} ({mover})", "; ".join(swaps) or "none", verdict])
     columns = ["step", "cells", "trained alike", "largest mean change", f"swaps (gap > {args.swap_margin:g})",
                "stable"]
     print(tabulate(rows, headers=columns, tablefmt="github"))

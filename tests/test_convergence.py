@@ -50,7 +50,7 @@ def test_a_step_whose_second_point_is_still_running_compares_means_on_the_cells_
     # over the two cells both ran they are 65.0 and 66.5.
     assert convergence.mean_auroc(first)["energy"] - convergence.mean_auroc(second)["energy"] == pytest.approx(6.0)
     *shared, cells = convergence.on_shared_cells(first, second)
-    assert [len(frame) for frame in shared] == [2, 2] and cells == 2
+    assert [len(frame) for frame in shared] == [2, 2] and cells == [("0-5", 0), ("1-6", 0)]
     shift, mover, swaps = convergence.stable_step(*(convergence.mean_auroc(frame) for frame in shared), 2.0)
     assert shift == pytest.approx(1.5) and mover == "energy" and swaps == []
 
