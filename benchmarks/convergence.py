@@ -96,11 +96,10 @@ def training_places(records: list[dict], trial_ids: set[str]) -> dict[tuple[str,
         found = places.setdefault(cell, {})
         for kind, model in record["timing"]["shared_models"].items():
             where = model.get("trained_on")
-            cpu = (where or {}).get("cpu")
+            cpu = (where or {}).get("cpu") or {}
             if where is None or (where.get("device") == "cpu" and not cpu):
                 places[cell] = None
                 break
-            cpu = cpu or {}
             found.setdefault(kind, set()).add((where.get("device"), where.get("platform"), cpu.get("model"),
                                                cpu.get("capability"), cpu.get("threads"), where.get("gpu")))
     return places
